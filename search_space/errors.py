@@ -1,0 +1,36 @@
+"""The error hierarchy of `nas`.
+
+It lives in the lowest layer so that every layer can raise it. Every error a user can
+cause by what they hand us (a file, a string, a flag) derives from `NasError`; the CLI
+turns any `NasError` into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+
+class NasError(Exception):
+    """Root of every error `nas` raises on purpose. Its message is one line a user can act on."""
+
+
+class SpaceError(NasError, ValueError):
+    """A search space definition is malformed or inconsistent."""
+
+
+class ArchError(NasError, ValueError):
+    """An architecture is malformed or not a member of the space."""
+
+
+class CheckpointError(NasError):
+    """A checkpoint or saved model is missing, truncated, corrupted or for another space."""
+
+
+class DataError(NasError):
+    """A data path or data file cannot be used."""
+
+
+class BudgetError(NasError, ValueError):
+    """A latency budget string cannot be parsed."""
+
+
+class DeviceError(NasError):
+    """A requested device is unknown or not available on this machine."""
