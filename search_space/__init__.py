@@ -1,1 +1,31 @@
+"""Search spaces and architectures. Imports nothing else of nas."""
 
+from __future__ import annotations
+
+from .arch import Arch, LayerArch
+from .errors import (
+    ArchError,
+    BudgetError,
+    CheckpointError,
+    DataError,
+    DeviceError,
+    NasError,
+    SpaceError,
+)
+from .mixers import MIXERS, MixerChoices
+from .space import SearchSpace
+
+__all__ = [
+    "Arch",
+    "ArchError",
+    "BudgetError",
+    "CheckpointError",
+    "DataError",
+    "DeviceError",
+    "LayerArch",
+    "MIXERS",
+    "MixerChoices",
+    "NasError",
+    "SearchSpace",
+    "SpaceError",
+]

@@ -1,0 +1,50 @@
+"""The `nas` command line: thin subcommands that call the library and return an exit code.
+
+Any `NasError` (bad user input: files, strings, flags) becomes one line on stderr and
+exit code 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from nas.search_space.errors import NasError
+
+from . import space_cmd
+
+# Each module adds its subcommand(s) with `register(subparsers)`; explicit, no discovery.
+COMMAND_MODULES = [space_cmd]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nas", description="Hardware-aware NAS over one elastic weight-sharing supernet."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NasError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"nas: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nas: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""`Supernet`: one set of max-size weights from which every arch of a space is run or extracted."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from nas.search_space import Arch, SearchSpace
+
+from .config import NetConstants
+from .mixers import mixer_spec
+from .network import EMBED_PARAMS, EXIT_PARAMS, FFN_PARAMS, NORM_PARAMS, embed, read_exit, run_block
+from .params import ElasticParams
+from .static import StaticBlock, StaticModel
+
+Tensor = torch.Tensor
+
+
+class SuperBlock(nn.Module):
+    """One layer slot: the max-size weights of every mixer the space allows, and the FFN."""
+
+    def __init__(self, space: SearchSpace, consts: NetConstants, gen: torch.Generator):
+        super().__init__()
+        top = consts.dims(space.d_model[-1], space.heads[-1], space.ffn[-1])
+        self.norm_mix = ElasticParams(NORM_PARAMS, top, gen) if set(space.mixers) - {"skip"} else None
+        self.mixers = nn.ModuleDict(
+            {
+                name: ElasticParams(mixer_spec(name).params, top, gen)
+                for name in space.mixers
+                if mixer_spec(name).params
+            }
+        )
+        has_ffn = space.ffn[-1] > 0
+        self.norm_ffn = ElasticParams(NORM_PARAMS, top, gen) if has_ffn else None
+        self.ffn = ElasticParams(FFN_PARAMS, top, gen) if has_ffn else None
+
+    def weights(self, layer, dims: dict[str, int]):
+        """(norm_mix, mixer, norm_ffn, ffn) weight dicts sliced to `dims`; None where absent."""
+        uses_mixer = layer.mixer != "skip"
+        mixer = self.mixers[layer.mixer].tensors(dims) if layer.mixer in self.mixers else {}
+        return (
+            self.norm_mix.tensors(dims) if uses_mixer else None,
+            mixer,
+            self.norm_ffn.tensors(dims) if layer.ffn else None,
+            self.ffn.tensors(dims) if layer.ffn else None,
+        )
+
+    def extract(self, layer, dims: dict[str, int]) -> StaticBlock:
+        uses_mixer = layer.mixer != "skip"
+        return StaticBlock(
+            layer=layer,
+            norm_mix=self.norm_mix.extract(dims) if uses_mixer else None,
+            mixer=self.mixers[layer.mixer].extract(dims) if layer.mixer in self.mixers else None,
+            norm_ffn=self.norm_ffn.extract(dims) if layer.ffn else None,
+            ffn=self.ffn.extract(dims) if layer.ffn else None,
+        )
+
+
+class Supernet(nn.Module):
+    """Weight-sharing supernet over `space`.
+
+    `net(tokens, arch)` runs the subnetwork `arch` on (B, T) int64 tokens (T <= the
+    space's max_seq_len) and returns (B, T, vocab) logits read at the arch's exit. Every
+    width is a prefix of the max-size weight. `net.extract(arch)` returns a standalone
+    model whose outputs equal these.
+    """
+
+    def __init__(self, space: SearchSpace, seed: int = 0):
+        super().__init__()
+        self.space = space
+        self.consts = NetConstants.from_space(space)
+        gen = torch.Generator().manual_seed(seed)
+        top = self.consts.dims(space.d_model[-1], space.heads[-1], space.ffn[-1])
+        self.embedding = ElasticParams(EMBED_PARAMS, top, gen)
+        self.blocks = nn.ModuleList(
+            [SuperBlock(space, self.consts, gen) for _ in range(space.max_depth)]
+        )
+        self.exits = nn.ModuleDict({str(e): ElasticParams(EXIT_PARAMS, top, gen) for e in space.exits})
+
+    def forward(
+        self, tokens: Tensor, arch: Arch, exits: Sequence[int] | None = None
+    ) -> Tensor | dict[int, Tensor]:
+        """Run `arch` on (B, T) tokens.
+
+        Returns (B, T, vocab) logits at the arch's exit. With `exits`, returns a dict
+        {exit: logits} read at each listed exit (each <= arch.depth and an exit of the
+        space) from one pass: the logits at exit e equal those of the arch cut to e layers.
+        Raises `ArchError` if `arch` is not in the space.
+        """
+        self.space.validate(arch)
+        wanted = [arch.depth] if exits is None else sorted(set(exits))
+        for e in wanted:
+            if str(e) not in self.exits or e > arch.depth:
+                raise ValueError(f"exit {e} is not an exit of the space within depth {arch.depth}")
+        _check_tokens(tokens, self.consts)
+        x = embed(tokens, self.embedding.tensors(self.consts.dims(arch.d_model)))  # (B, T, d)
+        out: dict[int, Tensor] = {}
+        for i, layer in enumerate(arch.layers[: wanted[-1]]):
+            dims = self.consts.dims(arch.d_model, layer.heads, layer.ffn)
+            x = run_block(x, layer.mixer, layer, *self.blocks[i].weights(layer, dims), self.consts)
+            if i + 1 in wanted:
+                head = self.exits[str(i + 1)].tensors(self.consts.dims(arch.d_model))
+                out[i + 1] = read_exit(x, head)  # (B, T, V)
+        return out[arch.depth] if exits is None else out
+
+    def extract(self, arch: Arch) -> StaticModel:
+        """A standalone model of exactly `arch`'s size with copied weights (no shared storage)."""
+        self.space.validate(arch)
+        base = self.consts.dims(arch.d_model)
+        blocks = [
+            self.blocks[i].extract(layer, self.consts.dims(arch.d_model, layer.heads, layer.ffn))
+            for i, layer in enumerate(arch.layers)
+        ]
+        return StaticModel(
+            arch=arch,
+            consts=self.consts,
+            embedding=self.embedding.extract(base),
+            blocks=blocks,
+            exit_head=self.exits[str(arch.depth)].extract(base),
+        ).train(self.training)
+
+
+def _check_tokens(tokens: Tensor, consts: NetConstants) -> None:
+    if tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"tokens must be a (B, T) integer tensor, got {tuple(tokens.shape)} "
+                         f"{tokens.dtype}")
+    if tokens.shape[1] > consts.max_seq_len:
+        raise ValueError(
+            f"sequence length {tokens.shape[1]} exceeds the space's max_seq_len "
+            f"{consts.max_seq_len}"
+        )

@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny spaces that exercise every mixer in milliseconds."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Ray 2.60 turns token authentication on for local clusters; tests choose explicitly.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+from nas.search_space import MIXERS, SearchSpace  # noqa: E402
+
+
+def make_tiny_space(causal: bool = True, **overrides) -> SearchSpace:
+    fields = dict(
+        d_model=(16, 32),
+        heads=(1, 2),
+        ffn=(0, 32, 64),
+        mixers=tuple(MIXERS),
+        windows=(4, 8),
+        exits=(1, 2, 3),
+        max_seq_len=32,
+        head_dim=8,
+        chunk_size=8,
+        ssm_state=4,
+        causal=causal,
+        name="tiny",
+    )
+    fields.update(overrides)
+    return SearchSpace(**fields)
+
+
+@pytest.fixture
+def tiny_space() -> SearchSpace:
+    return make_tiny_space()
+
+
+@pytest.fixture(params=[True, False], ids=["causal", "bidirectional"])
+def tiny_space_both(request) -> SearchSpace:
+    return make_tiny_space(causal=request.param)
