@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_space_argument, load_space
+from nas.search_space.errors import NasError
+
+from .common import add_space_argument, load_arch, load_space
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     sample.add_argument("-n", type=int, default=1, help="number of archs (default 1)")
     sample.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     sample.set_defaults(func=cmd_sample)
+
+    arch = space_sub.add_parser("arch", help="check an arch JSON file; print its id, params, FLOPs")
+    arch.add_argument("arch_file", metavar="ARCH.json")
+    add_space_argument(arch)
+    arch.add_argument("--json", action="store_true", help="print one JSON object")
+    arch.set_defaults(func=cmd_arch)
 
 
 def _describe(space, arch) -> dict:
@@ -73,9 +81,18 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     space = load_space(args)
     if args.n < 0:
-        from nas.search_space.errors import NasError
-
         raise NasError(f"-n must be >= 0, got {args.n}")
     for arch in space.sample_many(args.n, seed=args.seed):
         print(arch.to_json())
+    return 0
+
+
+def cmd_arch(args: argparse.Namespace) -> int:
+    space = load_space(args)
+    info = _describe(space, load_arch(args.arch_file, space))
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"arch {info['id']}: {info['params'] / 1e6:.3f} M params, "
+              f"{info['flops'] / 1e6:.1f} M FLOPs at batch 1 x {space.max_seq_len} tokens")
     return 0
