@@ -1,4 +1,4 @@
-"""Side by side at batch 1 x 256 tokens on the CPU: supernet vs extracted model vs TransformerEncoder.
+"""Side by side at batch 1 x 256 tokens on the CPU: supernet, extracted model, TransformerEncoder.
 
 Three ways to run the same network, timed interleaved in one run (round-robin, median of
 many rounds) so that machine noise hits all of them alike:
@@ -27,13 +27,15 @@ from nas import Arch, LayerArch
 class EncoderLM(nn.Module):
     """What a user would write: embeddings + nn.TransformerEncoder + LayerNorm + head."""
 
-    def __init__(self, vocab: int, seq_len: int, d: int, heads: int, ffn: int, depth: int,
-                 causal: bool):
+    def __init__(
+        self, vocab: int, seq_len: int, d: int, heads: int, ffn: int, depth: int, causal: bool
+    ):
         super().__init__()
         self.tok = nn.Embedding(vocab, d)
         self.pos = nn.Parameter(torch.zeros(seq_len, d))
-        layer = nn.TransformerEncoderLayer(d, heads, ffn, dropout=0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d, heads, ffn, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, vocab)
@@ -54,8 +56,15 @@ def encoder_from_static(model: nas.StaticModel) -> EncoderLM:
     """An EncoderLM holding exactly the weights of an all-attention extracted model."""
     arch, consts = model.arch, model.consts
     layer0 = arch.layers[0]
-    ref = EncoderLM(consts.vocab_size, consts.max_seq_len, arch.d_model, layer0.heads,
-                    layer0.ffn, arch.depth, consts.causal)
+    ref = EncoderLM(
+        consts.vocab_size,
+        consts.max_seq_len,
+        arch.d_model,
+        layer0.heads,
+        layer0.ffn,
+        arch.depth,
+        consts.causal,
+    )
     sd = model.state_dict()
     with torch.no_grad():
         ref.tok.weight.copy_(sd["embedding.tok"])
@@ -108,10 +117,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     space = nas.SearchSpace.default()
     net = nas.Supernet(space, seed=0).eval()
-    tokens = torch.randint(0, space.vocab_size, (1, space.max_seq_len),
-                           generator=torch.Generator().manual_seed(0))
-    print(f"torch {torch.__version__}, {args.threads} threads, batch 1 x {space.max_seq_len} "
-          f"tokens, {args.rounds} interleaved rounds, median ms")
+    tokens = torch.randint(
+        0, space.vocab_size, (1, space.max_seq_len), generator=torch.Generator().manual_seed(0)
+    )
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, batch 1 x {space.max_seq_len} "
+        f"tokens, {args.rounds} interleaved rounds, median ms"
+    )
 
     # 1. All-softmax-attention arch at full width vs TransformerEncoder with the same weights.
     d, heads, ffn = space.d_model[-1], space.heads[-1], space.ffn[-1]
@@ -122,29 +134,47 @@ def main() -> None:
     with torch.inference_mode():
         torch.testing.assert_close(encoder(tokens), static(tokens), rtol=1e-4, atol=1e-4)
     t = time_interleaved(
-        {"supernet": lambda: net(tokens, attn), "extracted": lambda: static(tokens),
-         "encoder": lambda: encoder(tokens)},
+        {
+            "supernet": lambda: net(tokens, attn),
+            "extracted": lambda: static(tokens),
+            "encoder": lambda: encoder(tokens),
+        },
         args.rounds,
     )
-    print(f"\nall-attention arch d={d} heads={heads} ffn={ffn} depth={space.max_depth} "
-          "(outputs equal to TransformerEncoder's):")
+    print(
+        f"\nall-attention arch d={d} heads={heads} ffn={ffn} depth={space.max_depth} "
+        "(outputs equal to TransformerEncoder's):"
+    )
     print(f"  {'supernet':<28}{t['supernet']:8.2f} ms")
     print(f"  {'extracted model':<28}{t['extracted']:8.2f} ms")
     print(f"  {'nn.TransformerEncoder':<28}{t['encoder']:8.2f} ms")
-    print(f"  extracted / TransformerEncoder = {t['extracted'] / t['encoder']:.3f}  (target <= 1.10)")
-    print(f"  supernet / extracted           = {t['supernet'] / t['extracted']:.3f}  (target <= 1.30)")
+    print(
+        f"  extracted / TransformerEncoder = {t['extracted'] / t['encoder']:.3f}  (target <= 1.10)"
+    )
+    print(
+        f"  supernet / extracted           = {t['supernet'] / t['extracted']:.3f}  (target <= 1.30)"
+    )
 
     # 2. Slicing overhead on random archs of every mixer.
     print(f"\nslicing overhead on {args.samples} random archs (supernet / extracted):")
     ratios = []
     for arch in space.sample_many(args.samples, seed=1):
         sub = net.extract(arch).eval()
-        t = time_interleaved({"supernet": lambda: net(tokens, arch), "extracted": lambda: sub(tokens)},
-                             max(20, args.rounds // 2))
+        t = time_interleaved(
+            {
+                "supernet": lambda arch=arch: net(tokens, arch),
+                "extracted": lambda sub=sub: sub(tokens),
+            },
+            max(20, args.rounds // 2),
+        )
         ratios.append(t["supernet"] / t["extracted"])
-        print(f"  {arch.id}  {t['extracted']:7.2f} ms extracted  {t['supernet']:7.2f} ms supernet"
-              f"  ratio {ratios[-1]:.3f}")
-    print(f"  median ratio {statistics.median(ratios):.3f}, max {max(ratios):.3f}  (target <= 1.30)")
+        print(
+            f"  {arch.id}  {t['extracted']:7.2f} ms extracted  {t['supernet']:7.2f} ms supernet"
+            f"  ratio {ratios[-1]:.3f}"
+        )
+    print(
+        f"  median ratio {statistics.median(ratios):.3f}, max {max(ratios):.3f}  (target <= 1.30)"
+    )
 
 
 if __name__ == "__main__":

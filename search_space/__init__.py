@@ -16,6 +16,7 @@ from .mixers import MIXERS, MixerChoices
 from .space import SearchSpace
 
 __all__ = [
+    "MIXERS",
     "Arch",
     "ArchError",
     "BudgetError",
@@ -23,7 +24,6 @@ __all__ = [
     "DataError",
     "DeviceError",
     "LayerArch",
-    "MIXERS",
     "MixerChoices",
     "NasError",
     "SearchSpace",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from .arch import Arch, LayerArch
 from .errors import ArchError, SpaceError
@@ -97,15 +98,10 @@ class SearchSpace:
             raise SpaceError(f"{path}: space file not found; pass an existing .yaml or .json file")
         text = path.read_text()
         try:
-            if path.suffix.lower() == ".json":
-                data = json.loads(text)
-            else:
-                import yaml
-
-                data = yaml.safe_load(text)
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
         except json.JSONDecodeError as exc:
             raise SpaceError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        except Exception as exc:  # yaml.YAMLError and its subclasses
+        except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
             raise SpaceError(f"{path}: not valid YAML{where}") from None
@@ -199,7 +195,8 @@ class SearchSpace:
             problems.append(f"d_model: {arch.d_model} is not one of {list(self.d_model)}")
         if arch.depth not in self.exits:
             problems.append(
-                f"layers: {arch.depth} layers is not an exit of the space; allowed {list(self.exits)}"
+                f"layers: {arch.depth} layers is not an exit of the space; "
+                f"allowed {list(self.exits)}"
             )
         for i, layer in enumerate(arch.layers):
             where = f"layers[{i}]"
@@ -212,7 +209,9 @@ class SearchSpace:
             if not spec.uses_heads and layer.heads is not None:
                 problems.append(f"{where}.heads: mixer '{layer.mixer}' has no heads; omit 'heads'")
             if spec.uses_window and layer.window not in self.windows:
-                problems.append(f"{where}.window: {layer.window} is not one of {list(self.windows)}")
+                problems.append(
+                    f"{where}.window: {layer.window} is not one of {list(self.windows)}"
+                )
             if not spec.uses_window and layer.window is not None:
                 problems.append(f"{where}.window: mixer '{layer.mixer}' has no window; omit it")
             if layer.ffn not in self.ffn:
@@ -303,8 +302,10 @@ class SearchSpace:
 
     def encode_many(self, archs: list[Arch]) -> np.ndarray:
         """(n, encoding_size) float32 matrix of `encode` rows."""
-        return np.stack([self.encode(a) for a in archs]) if archs else np.zeros(
-            (0, self.encoding_size), dtype=np.float32
+        return (
+            np.stack([self.encode(a) for a in archs])
+            if archs
+            else np.zeros((0, self.encoding_size), dtype=np.float32)
         )
 
     # ---------------------------------------------------------------- analytic counts

@@ -14,13 +14,20 @@ from dataclasses import dataclass
 import torch
 
 from nas.kernels import (
+    depthwise_conv_flops,
     depthwise_conv_mixer,
+    glu_flops,
     glu_mixer,
     linear_attention,
+    linear_attention_flops,
+    pool_flops,
     pool_mixer,
+    selective_scan_flops,
     selective_scan_mixer,
     sliding_window_attention,
+    sliding_window_flops,
     softmax_attention,
+    softmax_attention_flops,
 )
 from nas.search_space import LayerArch
 from nas.search_space.errors import ArchError
@@ -30,12 +37,15 @@ from .params import ParamSpec
 
 Tensor = torch.Tensor
 RunFn = Callable[[Tensor, dict[str, Tensor], LayerArch, NetConstants], Tensor]
+# (batch, seq_len, d_model, layer, constants) -> multiply-adds of one call, as fvcore counts
+FlopsFn = Callable[[int, int, int, LayerArch, NetConstants], int]
 
 
 @dataclass(frozen=True)
 class MixerSpec:
     params: tuple[ParamSpec, ...]  # weights at symbolic sizes; empty for weightless mixers
     run: RunFn  # (x (B, T, d), weights, layer, config) -> (B, T, d)
+    flops: FlopsFn  # analytic multiply-add count of `run`
 
 
 _QKV_PARAMS = (
@@ -47,18 +57,21 @@ _QKV_PARAMS = (
 
 
 def _run_attention(x, p, layer, cfg):
-    return softmax_attention(x, p["w_qkv"], p["b_qkv"], p["w_out"], p["b_out"], cfg.head_dim,
-                             cfg.causal)
+    return softmax_attention(
+        x, p["w_qkv"], p["b_qkv"], p["w_out"], p["b_out"], cfg.head_dim, cfg.causal
+    )
 
 
 def _run_sliding_window(x, p, layer, cfg):
-    return sliding_window_attention(x, p["w_qkv"], p["b_qkv"], p["w_out"], p["b_out"],
-                                    cfg.head_dim, layer.window, cfg.causal)
+    return sliding_window_attention(
+        x, p["w_qkv"], p["b_qkv"], p["w_out"], p["b_out"], cfg.head_dim, layer.window, cfg.causal
+    )
 
 
 def _run_linear_attention(x, p, layer, cfg):
-    return linear_attention(x, p["w_qkv"], p["b_qkv"], p["w_out"], p["b_out"], cfg.head_dim,
-                            cfg.causal, cfg.chunk_size)
+    return linear_attention(
+        x, p["w_qkv"], p["b_qkv"], p["w_out"], p["b_out"], cfg.head_dim, cfg.causal, cfg.chunk_size
+    )
 
 
 def _run_pool(x, p, layer, cfg):
@@ -74,8 +87,19 @@ def _run_glu(x, p, layer, cfg):
 
 
 def _run_ssm(x, p, layer, cfg):
-    return selective_scan_mixer(x, p["w_xz"], p["w_bc"], p["w_dt"], p["dt_bias"], p["a_log"],
-                                p["d_skip"], p["w_out"], cfg.head_dim, cfg.causal, cfg.chunk_size)
+    return selective_scan_mixer(
+        x,
+        p["w_xz"],
+        p["w_bc"],
+        p["w_dt"],
+        p["dt_bias"],
+        p["a_log"],
+        p["d_skip"],
+        p["w_out"],
+        cfg.head_dim,
+        cfg.causal,
+        cfg.chunk_size,
+    )
 
 
 def _run_skip(x, p, layer, cfg):
@@ -83,12 +107,30 @@ def _run_skip(x, p, layer, cfg):
 
 
 MIXER_SPECS: dict[str, MixerSpec] = {
-    "attention": MixerSpec(_QKV_PARAMS, _run_attention),
-    "sliding_window": MixerSpec(_QKV_PARAMS, _run_sliding_window),
-    "linear_attention": MixerSpec(_QKV_PARAMS, _run_linear_attention),
-    "pool": MixerSpec((), _run_pool),
+    "attention": MixerSpec(
+        _QKV_PARAMS,
+        _run_attention,
+        lambda b, t, d, layer, c: softmax_attention_flops(b, t, d, layer.heads, c.head_dim),
+    ),
+    "sliding_window": MixerSpec(
+        _QKV_PARAMS,
+        _run_sliding_window,
+        lambda b, t, d, layer, c: sliding_window_flops(
+            b, t, d, layer.heads, c.head_dim, layer.window, c.causal
+        ),
+    ),
+    "linear_attention": MixerSpec(
+        _QKV_PARAMS,
+        _run_linear_attention,
+        lambda b, t, d, layer, c: linear_attention_flops(
+            b, t, d, layer.heads, c.head_dim, c.causal, c.chunk_size
+        ),
+    ),
+    "pool": MixerSpec((), _run_pool, lambda b, t, d, layer, c: pool_flops(b, t, d, c.pool_size)),
     "conv": MixerSpec(
-        (ParamSpec("weight", ("d", "K")), ParamSpec("bias", ("d",), init="zeros")), _run_conv
+        (ParamSpec("weight", ("d", "K")), ParamSpec("bias", ("d",), init="zeros")),
+        _run_conv,
+        lambda b, t, d, layer, c: depthwise_conv_flops(b, t, d, c.conv_kernel),
     ),
     "glu": MixerSpec(
         (
@@ -98,6 +140,7 @@ MIXER_SPECS: dict[str, MixerSpec] = {
             ParamSpec("b_out", ("d",), init="zeros"),
         ),
         _run_glu,
+        lambda b, t, d, layer, c: glu_flops(b, t, d, layer.heads * c.head_dim),
     ),
     "ssm": MixerSpec(
         (
@@ -110,8 +153,11 @@ MIXER_SPECS: dict[str, MixerSpec] = {
             ParamSpec("w_out", ("d", "E")),
         ),
         _run_ssm,
+        lambda b, t, d, layer, c: selective_scan_flops(
+            b, t, d, layer.heads, c.head_dim, c.ssm_state, c.causal, c.chunk_size
+        ),
     ),
-    "skip": MixerSpec((), _run_skip),
+    "skip": MixerSpec((), _run_skip, lambda b, t, d, layer, c: 0),
 }
 
 

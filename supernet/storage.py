@@ -24,8 +24,9 @@ def save_model(model: StaticModel, directory: str | Path) -> Path:
     The weights are written first, so a config on disk always describes complete weights.
     """
     if not isinstance(model, StaticModel):
-        raise TypeError(f"nas.save expects an extracted model (net.extract(arch)), got "
-                        f"{type(model).__name__}")
+        raise TypeError(
+            f"nas.save expects an extracted model (net.extract(arch)), got {type(model).__name__}"
+        )
     directory = Path(directory)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(directory / WEIGHTS_FILE, save(tensors, metadata={"format": FORMAT}))

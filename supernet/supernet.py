@@ -24,7 +24,9 @@ class SuperBlock(nn.Module):
     def __init__(self, space: SearchSpace, consts: NetConstants, gen: torch.Generator):
         super().__init__()
         top = consts.dims(space.d_model[-1], space.heads[-1], space.ffn[-1])
-        self.norm_mix = ElasticParams(NORM_PARAMS, top, gen) if set(space.mixers) - {"skip"} else None
+        self.norm_mix = (
+            ElasticParams(NORM_PARAMS, top, gen) if set(space.mixers) - {"skip"} else None
+        )
         self.mixers = nn.ModuleDict(
             {
                 name: ElasticParams(mixer_spec(name).params, top, gen)
@@ -77,7 +79,9 @@ class Supernet(nn.Module):
         self.blocks = nn.ModuleList(
             [SuperBlock(space, self.consts, gen) for _ in range(space.max_depth)]
         )
-        self.exits = nn.ModuleDict({str(e): ElasticParams(EXIT_PARAMS, top, gen) for e in space.exits})
+        self.exits = nn.ModuleDict(
+            {str(e): ElasticParams(EXIT_PARAMS, top, gen) for e in space.exits}
+        )
 
     def forward(
         self, tokens: Tensor, arch: Arch, exits: Sequence[int] | None = None
@@ -124,8 +128,9 @@ class Supernet(nn.Module):
 
 def _check_tokens(tokens: Tensor, consts: NetConstants) -> None:
     if tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"tokens must be a (B, T) integer tensor, got {tuple(tokens.shape)} "
-                         f"{tokens.dtype}")
+        raise ValueError(
+            f"tokens must be a (B, T) integer tensor, got {tuple(tokens.shape)} {tokens.dtype}"
+        )
     if tokens.shape[1] > consts.max_seq_len:
         raise ValueError(
             f"sequence length {tokens.shape[1]} exceeds the space's max_seq_len "

@@ -11,24 +11,24 @@ import torch
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-from nas.search_space import MIXERS, SearchSpace  # noqa: E402
+from nas.search_space import MIXERS, SearchSpace  # noqa: E402  (after the env is set)
 
 
 def make_tiny_space(causal: bool = True, **overrides) -> SearchSpace:
-    fields = dict(
-        d_model=(16, 32),
-        heads=(1, 2),
-        ffn=(0, 32, 64),
-        mixers=tuple(MIXERS),
-        windows=(4, 8),
-        exits=(1, 2, 3),
-        max_seq_len=32,
-        head_dim=8,
-        chunk_size=8,
-        ssm_state=4,
-        causal=causal,
-        name="tiny",
-    )
+    fields = {
+        "d_model": (16, 32),
+        "heads": (1, 2),
+        "ffn": (0, 32, 64),
+        "mixers": tuple(MIXERS),
+        "windows": (4, 8),
+        "exits": (1, 2, 3),
+        "max_seq_len": 32,
+        "head_dim": 8,
+        "chunk_size": 8,
+        "ssm_state": 4,
+        "causal": causal,
+        "name": "tiny",
+    }
     fields.update(overrides)
     return SearchSpace(**fields)
 

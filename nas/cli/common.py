@@ -11,7 +11,9 @@ from nas.search_space.errors import ArchError
 
 def add_space_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--space", metavar="FILE", help="search space file (.yaml/.json); default: the shipped space"
+        "--space",
+        metavar="FILE",
+        help="search space file (.yaml/.json); default: the shipped space",
     )
 
 
@@ -23,7 +25,9 @@ def load_arch(path: str, space: SearchSpace) -> Arch:
     """Read an arch JSON file and check it against `space`; errors name the file."""
     file = Path(path)
     if not file.is_file():
-        raise ArchError(f"{path}: arch file not found; pass a JSON file such as `nas space sample` prints")
+        raise ArchError(
+            f"{path}: arch file not found; pass a JSON file such as `nas space sample` prints"
+        )
     arch = Arch.from_json(file.read_text(), source=str(path))
     try:
         return space.validate(arch)

@@ -69,11 +69,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     ]
     for name, value in rows:
         print(f"  {name:<20} {list(value) if isinstance(value, tuple) else value}")
-    print(f"  {'size':<20} 10^{space.log10_size:.2f} archs "
-          f"({len(space.layer_options())} choices per layer)")
+    print(
+        f"  {'size':<20} 10^{space.log10_size:.2f} archs "
+        f"({len(space.layer_options())} choices per layer)"
+    )
     workload = f"FLOPs at batch 1 x {space.max_seq_len} tokens, multiply-adds"
     for label, info in (("smallest", smallest), ("largest", largest)):
-        print(f"{label}: {info['params'] / 1e6:.3f} M params, {info['flops'] / 1e6:.1f} M {workload}")
+        print(
+            f"{label}: {info['params'] / 1e6:.3f} M params, {info['flops'] / 1e6:.1f} M {workload}"
+        )
         print(f"  {json.dumps(info['arch'], sort_keys=True, separators=(',', ':'))}")
     return 0
 
@@ -93,6 +97,8 @@ def cmd_arch(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
     else:
-        print(f"arch {info['id']}: {info['params'] / 1e6:.3f} M params, "
-              f"{info['flops'] / 1e6:.1f} M FLOPs at batch 1 x {space.max_seq_len} tokens")
+        print(
+            f"arch {info['id']}: {info['params'] / 1e6:.3f} M params, "
+            f"{info['flops'] / 1e6:.1f} M FLOPs at batch 1 x {space.max_seq_len} tokens"
+        )
     return 0

@@ -17,8 +17,9 @@ NAS = Path(sys.executable).with_name("nas")
 
 def run_nas(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([str(NAS), *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=300)
+    return subprocess.run(
+        [str(NAS), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -57,20 +58,26 @@ def test_space_sample_prints_valid_json_lines(tmp_path):
     space = nas.SearchSpace.from_file(space_file)
     archs = [space.validate(nas.Arch.from_json(line)) for line in lines]
     assert archs == space.sample_many(5, seed=3)
-    assert run_nas("space", "sample", "-n", "5", "--seed", "3", "--space", str(space_file)).stdout == proc.stdout
+    assert (
+        run_nas("space", "sample", "-n", "5", "--seed", "3", "--space", str(space_file)).stdout
+        == proc.stdout
+    )
 
 
 def test_malformed_space_file_is_one_line_exit_2(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("d_model: [64, 32]\nheads: [2]\nffn: [0]\nmixers: [attention]\nexits: [2]\n")
-    assert_one_line_error(run_nas("space", "show", "--space", str(bad)), str(bad), "d_model",
-                          "ascending")
+    assert_one_line_error(
+        run_nas("space", "show", "--space", str(bad)), str(bad), "d_model", "ascending"
+    )
     broken = tmp_path / "broken.json"
-    broken.write_text("{\"d_model\": [64,")
-    assert_one_line_error(run_nas("space", "sample", "--space", str(broken)), str(broken),
-                          "not valid JSON")
-    assert_one_line_error(run_nas("space", "show", "--space", str(tmp_path / "nope.yaml")),
-                          "not found")
+    broken.write_text('{"d_model": [64,')
+    assert_one_line_error(
+        run_nas("space", "sample", "--space", str(broken)), str(broken), "not valid JSON"
+    )
+    assert_one_line_error(
+        run_nas("space", "show", "--space", str(tmp_path / "nope.yaml")), "not found"
+    )
 
 
 def test_debug_flag_shows_traceback(tmp_path):
@@ -91,9 +98,18 @@ def test_arch_file_check_and_errors(tmp_path):
     assert info["id"] == arch.id and info["params"] == space.param_count(arch)
     cases = {
         "trunc.json": (arch.to_json()[:-5], "not valid JSON"),
-        "type.json": ('{"d_model": 128, "layers": [{"mixer": "pool", "ffn": "big"}]}', "layers[0]: field 'ffn'"),
-        "foreign.json": ('{"d_model": 100, "layers": [{"mixer": "pool"}, {"mixer": "pool"}]}', "d_model: 100 is not one of"),
-        "mixer.json": ('{"d_model": 128, "layers": [{"mixer": "flash"}, {"mixer": "pool"}]}', "layers[0].mixer: 'flash'"),
+        "type.json": (
+            '{"d_model": 128, "layers": [{"mixer": "pool", "ffn": "big"}]}',
+            "layers[0]: field 'ffn'",
+        ),
+        "foreign.json": (
+            '{"d_model": 100, "layers": [{"mixer": "pool"}, {"mixer": "pool"}]}',
+            "d_model: 100 is not one of",
+        ),
+        "mixer.json": (
+            '{"d_model": 128, "layers": [{"mixer": "flash"}, {"mixer": "pool"}]}',
+            "layers[0].mixer: 'flash'",
+        ),
     }
     for name, (text, fragment) in cases.items():
         path = tmp_path / name

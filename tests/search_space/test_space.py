@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from conftest import make_tiny_space
 from nas import Arch, ArchError, LayerArch, SearchSpace, SpaceError
 from nas.search_space import MIXERS
-from conftest import make_tiny_space
 
 
 def brute_force_archs(space: SearchSpace) -> list[Arch]:
@@ -60,7 +60,10 @@ def test_arch_json_round_trip_id_and_hash():
     assert (a == b) == (a.id == b.id)
     # Canonical: key order and whitespace in the input do not change the id.
     messy = json.dumps({"layers": [{"ffn": 0, "mixer": "pool"}] * 2, "d_model": 128}, indent=3)
-    assert Arch.from_json(messy).to_json() == '{"d_model":128,"layers":[{"ffn":0,"mixer":"pool"},{"ffn":0,"mixer":"pool"}]}'
+    assert (
+        Arch.from_json(messy).to_json()
+        == '{"d_model":128,"layers":[{"ffn":0,"mixer":"pool"},{"ffn":0,"mixer":"pool"}]}'
+    )
 
 
 def test_sampling_is_seeded_and_valid():
@@ -79,9 +82,9 @@ def test_extremes():
     space = SearchSpace.default()
     big, small = space.largest(), space.smallest()
     assert big.d_model == max(space.d_model) and big.depth == space.max_depth
-    assert all(l.mixer == "attention" and l.heads == 12 and l.ffn == 1536 for l in big.layers)
+    assert all(ly.mixer == "attention" and ly.heads == 12 and ly.ffn == 1536 for ly in big.layers)
     assert small.d_model == min(space.d_model) and small.depth == min(space.exits)
-    assert all(l.mixer == "skip" and l.ffn == 0 for l in small.layers)
+    assert all(ly.mixer == "skip" and ly.ffn == 0 for ly in small.layers)
     counts = [space.param_count(a) for a in space.sample_many(100, seed=1)]
     assert space.param_count(small) <= min(counts) and space.param_count(big) >= max(counts)
 
@@ -109,9 +112,15 @@ def test_validate_names_field_and_allowed_values():
     [
         ("[1, 2", "not valid JSON"),
         ('{"d_model": 128}', "field 'layers'"),
-        ('{"d_model": "wide", "layers": [{"mixer": "pool"}]}', "field 'd_model' must be an integer"),
+        (
+            '{"d_model": "wide", "layers": [{"mixer": "pool"}]}',
+            "field 'd_model' must be an integer",
+        ),
         ('{"d_model": 128, "layers": [{"mixer": 5}]}', "layers[0]: field 'mixer' must be a string"),
-        ('{"d_model": 128, "layers": [{"mixer": "pool", "colour": 1}]}', "unknown field(s) ['colour']"),
+        (
+            '{"d_model": 128, "layers": [{"mixer": "pool", "colour": 1}]}',
+            "unknown field(s) ['colour']",
+        ),
         ('{"d_model": 128, "layers": [], "x": 1}', "unknown field(s) ['x']"),
     ],
 )
@@ -134,7 +143,10 @@ def test_space_file_round_trip_yaml_and_json(tmp_path):
 
 def test_space_errors_list_every_problem_and_name_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("d_model: [256, 128]\nheads: [0]\nffn: [0, 64]\nmixers: [attention, flash]\nexits: [2]\ncolour: red\n")
+    path.write_text(
+        "d_model: [256, 128]\nheads: [0]\nffn: [0, 64]\nmixers: [attention, flash]\n"
+        "exits: [2]\ncolour: red\n"
+    )
     with pytest.raises(SpaceError) as err:
         SearchSpace.from_file(path)
     msg = str(err.value)
@@ -165,12 +177,14 @@ def yaml_load(path):
 
 def test_restricted_spaces_reproduce_hat_and_matformer():
     hat = make_tiny_space(mixers=("attention",), windows=())
-    assert {l.mixer for a in hat.sample_many(50, 0) for l in a.layers} == {"attention"}
-    matformer = make_tiny_space(mixers=("attention",), d_model=(32,), heads=(2,), exits=(3,), windows=())
+    assert {ly.mixer for a in hat.sample_many(50, 0) for ly in a.layers} == {"attention"}
+    matformer = make_tiny_space(
+        mixers=("attention",), d_model=(32,), heads=(2,), exits=(3,), windows=()
+    )
     archs = matformer.sample_many(50, 0)
     assert {a.d_model for a in archs} == {32} and {a.depth for a in archs} == {3}
-    assert {l.heads for a in archs for l in a.layers} == {2}
-    assert len({l.ffn for a in archs for l in a.layers}) == 3
+    assert {ly.heads for a in archs for ly in a.layers} == {2}
+    assert len({ly.ffn for a in archs for ly in a.layers}) == 3
     assert matformer.log10_size == pytest.approx(3 * math.log10(3))
 
 
@@ -182,8 +196,10 @@ def test_encode():
     assert vec[0] == 1.0 and vec[1] == pytest.approx(2 / 3)
     width = len(space.mixers) + 4
     layer0 = vec[2 : 2 + width]
-    assert layer0[space.mixers.index("sliding_window")] == 1 and layer0[:len(space.mixers)].sum() == 1
-    assert list(layer0[len(space.mixers):]) == [1.0, 1.0, 1.0, 1.0]
+    assert (
+        layer0[space.mixers.index("sliding_window")] == 1 and layer0[: len(space.mixers)].sum() == 1
+    )
+    assert list(layer0[len(space.mixers) :]) == [1.0, 1.0, 1.0, 1.0]
     assert not vec[2 + 2 * width :].any()  # third slot is past the exit
     many = space.encode_many(space.sample_many(20, 1))
     assert many.shape == (20, space.encoding_size)

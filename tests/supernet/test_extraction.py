@@ -9,7 +9,6 @@ import nas
 from nas import Arch, LayerArch, SearchSpace, Supernet
 from nas.search_space import MIXERS
 from nas.supernet import MIXER_SPECS
-from conftest import make_tiny_space
 
 
 def _param_count(model: torch.nn.Module) -> int:
@@ -44,7 +43,9 @@ def test_extraction_exact_over_200_random_archs_and_extremes(tiny_space_both):
         for p in net.parameters():
             p.add_(torch.randn(p.shape, generator=gen) * 0.05)
     for arch in archs:
-        tokens = torch.randint(0, space.vocab_size, (2, int(torch.randint(1, 33, (1,), generator=gen))), generator=gen)
+        tokens = torch.randint(
+            0, space.vocab_size, (2, int(torch.randint(1, 33, (1,), generator=gen))), generator=gen
+        )
         sub = net.extract(arch)
         with torch.no_grad():
             torch.testing.assert_close(sub(tokens), net(tokens, arch))
@@ -112,9 +113,10 @@ def test_gradients_reach_only_the_sliced_prefix(tiny_space):
 def test_same_seed_same_weights(tiny_space):
     a, b = Supernet(tiny_space, seed=5), Supernet(tiny_space, seed=5)
     c = Supernet(tiny_space, seed=6)
-    for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb), name
-    assert not all(torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+    pairs = zip(a.parameters(), c.parameters(), strict=True)
+    assert not all(torch.equal(pa, pc) for pa, pc in pairs)
 
 
 @pytest.mark.parametrize("mixer", list(MIXERS))

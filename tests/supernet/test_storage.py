@@ -18,7 +18,10 @@ def _model(space):
 def test_round_trip_without_supernet_or_pickle(tiny_space, tmp_path, monkeypatch):
     model = _model(tiny_space)
     nas.save(model, tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
     import pickle
 
     def refuse(*args, **kwargs):
