@@ -1,0 +1,293 @@
+"""Weight sharing vs standalone training: do inherited weights rank archs as training alone would?
+
+1. Train the supernet of the space on the default corpus (the trainer of `nas train`:
+   sandwich rule, in-place distillation, a loss at every exit) for --steps steps of
+   --batch-size x --seq-len tokens. The run goes to OUT/supernet and is resumed if there.
+2. Pick archs: the smallest, the largest, and middle archs built on the non-attention
+   mixers (ssm, linear_attention, conv, glu, pool) and on sliding_window, of varied sizes.
+3. Measure each arch's validation loss with the supernet's weights, as they are
+   (inherited; no fine-tuning).
+4. Train each arch alone from scratch (initialised like the supernet, the prefix of a
+   freshly seeded one) for the number of tokens it saw inside the supernet: the largest
+   and the smallest run at every step; a middle arch's own weights (its mixer at each
+   layer) trained only at the steps where some arch of the sandwich used that mixer at
+   that layer, which the trainer counts (`exposure_steps`, averaged over its layers).
+   Same batches (the first N of the run's stream), same optimizer, a cosine schedule over
+   its N steps. For reference, each arch is also trained alone on the whole budget
+   (standalone@all). Results go to OUT/standalone/*.json (or --standalone-dir) and are
+   reused by a rerun with the same standalone settings.
+5. Print per arch: tokens seen, inherited and standalone validation loss (nats/token,
+   fixed batches of the validation split), the relative gap, and Kendall tau between the
+   two rankings.
+   Targets: every inherited loss within 3% of standalone; tau >= 0.8.
+
+Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--seq-len 64]
+       [--out runs/bench_weight_sharing] [--space FILE] [--eval-batches 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau
+
+import nas
+from nas import Arch, LayerArch
+from nas.search_space import MIXERS
+from nas.supernet.atomic import atomic_write_json
+from nas.supernet.batches import BatchSampler, eval_batches
+from nas.supernet.checkpoint import load_supernet, read_checkpoint
+from nas.supernet.corpus import load_corpus
+from nas.supernet.sandwich import cross_entropy
+from nas.supernet.training import (
+    TrainConfig,
+    evaluate,
+    exposure_steps,
+    lr_at,
+    make_optimizer,
+    train,
+)
+
+# (mixer, d_model index, heads index, ffn index, exit index): varied sizes, so that the
+# ranking spans a range and is not only decided by the mixer.
+MIDDLE = [
+    ("ssm", 2, 2, 3, 1),
+    ("linear_attention", 2, 2, 2, 1),
+    ("conv", 1, 0, 3, 2),
+    ("glu", 1, 1, 2, 1),
+    ("pool", 0, 0, 2, 1),
+    ("sliding_window", 3, 3, 3, 0),
+]
+
+
+STANDALONE_FIELDS = (
+    "steps",
+    "batch_size",
+    "seq_len",
+    "lr",
+    "min_lr_ratio",
+    "warmup_steps",
+    "weight_decay",
+    "beta1",
+    "beta2",
+    "grad_clip",
+    "seed",
+)
+
+
+def bench_archs(space: nas.SearchSpace) -> dict[str, Arch]:
+    """The smallest, the largest, and one middle arch per mixer of `MIDDLE` in the space."""
+    archs = {"smallest": space.smallest(), "largest": space.largest()}
+
+    def pick(values: tuple[int, ...], i: int) -> int:
+        return values[min(i, len(values) - 1)]
+
+    for mixer, d_i, h_i, f_i, e_i in MIDDLE:
+        if mixer not in space.mixers:
+            continue
+        spec = MIXERS[mixer]
+        layer = LayerArch(
+            mixer,
+            pick(space.heads, h_i) if spec.uses_heads else None,
+            pick(space.windows, 1) if spec.uses_window else None,
+            pick(space.ffn, f_i),
+        )
+        depth = pick(space.exits, e_i)
+        archs[f"{mixer}"] = space.validate(Arch(pick(space.d_model, d_i), (layer,) * depth))
+    return archs
+
+
+def _standalone_key(config: dict) -> dict:
+    # Standalone training ignores the supernet-only settings (k, distillation, exits,
+    # evaluation cadence), so results are reused across supernet variants.
+    return {k: config.get(k) for k in STANDALONE_FIELDS}
+
+
+def train_standalone(
+    space: nas.SearchSpace,
+    arch: Arch,
+    corpus,
+    config: TrainConfig,
+    val_batches: list,
+) -> dict:
+    """Train `arch` alone on the supernet run's batch stream; return its validation loss."""
+    model = nas.Supernet(space, seed=config.seed).extract(arch).train()
+    optimizer = make_optimizer(model, config)
+    # Same seed stream as the trainer's batch sampler: the very same batches, in order.
+    sampler = BatchSampler(
+        corpus.train, config.batch_size, config.seq_len, np.random.default_rng([config.seed, 2])
+    )
+    start = time.perf_counter()
+    for step in range(config.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        inputs, targets = sampler.next()  # (B, T)
+        optimizer.zero_grad(set_to_none=True)
+        cross_entropy(model(inputs), targets).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+    seconds = time.perf_counter() - start
+    model.eval()
+    with torch.no_grad():
+        total = sum(cross_entropy(model(x), y).item() * y.numel() for x, y in val_batches)
+        count = sum(y.numel() for _, y in val_batches)
+    return {"val_loss": total / count, "seconds": seconds, "steps": config.steps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--space", help="search space file (default: the shipped space)")
+    parser.add_argument("--steps", type=int, default=800, help="supernet (and standalone) steps")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--random-archs", type=int, default=TrainConfig.random_archs)
+    parser.add_argument("--distill-weight", type=float, default=TrainConfig.distill_weight)
+    parser.add_argument("--early-exit-weight", type=float, default=TrainConfig.early_exit_weight)
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--eval-batches", type=int, default=32, help="validation batches per arch")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/bench_weight_sharing")
+    parser.add_argument(
+        "--no-full-budget",
+        dest="full_budget",
+        action="store_false",
+        help="skip the reference column: every arch trained alone on the whole budget",
+    )
+    parser.add_argument(
+        "--standalone-dir", help="where standalone results are kept (default: OUT/standalone)"
+    )
+    args = parser.parse_args()
+
+    space = nas.SearchSpace.from_file(args.space) if args.space else nas.SearchSpace.default()
+    corpus = load_corpus(None)
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        random_archs=args.random_archs,
+        distill_weight=args.distill_weight,
+        early_exit_weight=args.early_exit_weight,
+        lr=args.lr,
+        eval_every=max(1, args.steps // 4),
+        checkpoint_every=max(1, args.steps // 8),
+        seed=args.seed,
+    )
+    out = Path(args.out)
+    tokens = config.steps * config.batch_size * config.seq_len
+    print(
+        f"supernet: {config.steps} steps x {config.batch_size} x {config.seq_len} = "
+        f"{tokens:,} tokens per arch; {out / 'supernet'}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    train(space, corpus, config, out / "supernet", resume=True, progress=True)
+    supernet_minutes = (time.perf_counter() - started) / 60
+
+    usage = read_checkpoint(out / "supernet").state["usage"]
+    net = load_supernet(out / "supernet")
+    archs = bench_archs(space)
+    val_batches = eval_batches(corpus.val, config.batch_size, config.seq_len, args.eval_batches)
+    inherited = evaluate(net, archs, val_batches, torch.device("cpu"))
+    del net
+
+    # Standalone budgets: the tokens each arch's own weights saw inside the supernet (the
+    # issue's comparison), and, for reference, the supernet's whole budget.
+    matched = {
+        name: max(1, round(exposure_steps(arch, usage, config.steps)))
+        for name, arch in archs.items()
+    }
+    standalone_dir = Path(args.standalone_dir) if args.standalone_dir else out / "standalone"
+    results: dict[tuple[str, int], float] = {}
+    for name, arch in archs.items():
+        for steps in sorted({matched[name], *([config.steps] if args.full_budget else [])}):
+            results[name, steps] = standalone(
+                space, arch, name, corpus, config, steps, val_batches, standalone_dir
+            )
+
+    print()
+    print(
+        f"validation loss, nats/token ({args.eval_batches} fixed batches of "
+        f"{config.batch_size} x {config.seq_len}); supernet: {config.steps} steps, "
+        f"{tokens:,} tokens, trained in {supernet_minutes:.1f} min this run"
+    )
+    header = (
+        f"{'arch':<17} {'params':>7} {'tokens seen':>11} {'inherited':>9} {'standalone':>10} "
+        f"{'gap':>7}" + (f" {'standalone@all':>14} {'gap':>7}" if args.full_budget else "")
+    )
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for name, arch in archs.items():
+        inh, alone = inherited[name], results[name, matched[name]]
+        line = (
+            f"{name:<17} {space.param_count(arch) / 1e6:>6.2f}M "
+            f"{matched[name] * config.batch_size * config.seq_len:>11,} {inh:>9.3f} "
+            f"{alone:>10.3f} {(inh - alone) / alone:>+7.1%}"
+        )
+        full = results.get((name, config.steps))
+        if args.full_budget:
+            line += f" {full:>14.3f} {(inh - full) / full:>+7.1%}"
+        rows.append((inh, alone, full))
+        print(line)
+    tau = kendalltau([r[0] for r in rows], [r[1] for r in rows]).statistic
+    worst = max(abs(r[0] - r[1]) / r[1] for r in rows)
+    print(f"Kendall tau, inherited vs standalone (same tokens): {tau:.3f}   (target >= 0.8)")
+    print(f"largest |gap| (same tokens): {worst:.1%}   (target <= 3%)")
+    summary = {
+        "config": config.to_dict(),
+        "archs": {
+            n: {"arch": a.to_dict(), "tokens_seen": matched[n] * config.batch_size * config.seq_len}
+            for n, a in archs.items()
+        },
+        "inherited": inherited,
+        "standalone_same_tokens": {n: results[n, matched[n]] for n in archs},
+        "kendall_tau": tau,
+        "max_abs_gap": worst,
+    }
+    if args.full_budget:
+        tau_full = kendalltau([r[0] for r in rows], [r[2] for r in rows]).statistic
+        print(f"Kendall tau, inherited vs standalone@all ({tokens:,} tokens each): {tau_full:.3f}")
+        summary["standalone_all_tokens"] = {n: results[n, config.steps] for n in archs}
+        summary["kendall_tau_all_tokens"] = tau_full
+    print("standalone@all: trained alone on the supernet's whole token budget, for reference")
+    atomic_write_json(out / "results.json", summary)
+
+
+def standalone(
+    space: nas.SearchSpace,
+    arch: Arch,
+    name: str,
+    corpus,
+    config: TrainConfig,
+    steps: int,
+    val_batches: list,
+    folder: Path,
+) -> float:
+    """Validation loss of `arch` trained alone for `steps` steps (kept in `folder`, reused)."""
+    # A short run keeps the supernet's schedule shape: warmup at most a quarter of it.
+    run = replace(config, steps=steps, warmup_steps=min(config.warmup_steps, max(1, steps // 4)))
+    record = folder / f"{name}-{steps}.json"
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        if _standalone_key(saved.get("config", {})) == _standalone_key(run.to_dict()) and (
+            saved.get("arch") == arch.to_dict()
+        ):
+            return saved["val_loss"]
+    print(
+        f"standalone: {name} ({space.param_count(arch) / 1e6:.2f}M params), {steps} steps",
+        flush=True,
+    )
+    result = train_standalone(space, arch, corpus, run, val_batches)
+    result.update(config=run.to_dict(), arch=arch.to_dict())
+    atomic_write_json(record, result)
+    return result["val_loss"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""`nas train`: train the supernet of a space on a corpus, into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+from nas.search_space.errors import CheckpointError
+from nas.supernet.checkpoint import checkpoint_path, read_checkpoint
+from nas.supernet.corpus import load_corpus
+from nas.supernet.device import resolve_device
+from nas.supernet.training import TrainConfig, train
+
+from .common import add_space_argument, load_space
+
+# CLI flag -> TrainConfig field. The flags default to None so that a resumed run can tell
+# a flag the user gave (which must agree with the run) from one left out.
+_CONFIG_FLAGS = {
+    "steps": "steps",
+    "batch_size": "batch_size",
+    "seq_len": "seq_len",
+    "random_archs": "random_archs",
+    "lr": "lr",
+    "distill_weight": "distill_weight",
+    "eval_every": "eval_every",
+    "checkpoint_every": "checkpoint_every",
+    "seed": "seed",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    defaults = TrainConfig()
+    p = sub.add_parser(
+        "train",
+        help="train the supernet (sandwich rule, in-place distillation, a loss at every exit)",
+        description="Train the weight-sharing supernet of a space on a corpus. Everything "
+        "goes to the run folder --out: manifest.json, metrics.jsonl, checkpoint.safetensors.",
+    )
+    add_space_argument(p)
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="a text file, a folder of text files, a .npy token array, or a .bin token array "
+        "with --tokens-dtype (default: the Python standard library's sources, byte-level)",
+    )
+    p.add_argument("--tokens-dtype", metavar="DTYPE", help="dtype of a raw .bin token array")
+    p.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps ({defaults.steps})")
+    p.add_argument(
+        "--batch-size", type=int, metavar="B", help=f"sequences per step ({defaults.batch_size})"
+    )
+    p.add_argument(
+        "--seq-len", type=int, metavar="T", help=f"tokens per sequence ({defaults.seq_len})"
+    )
+    p.add_argument(
+        "--random-archs",
+        type=int,
+        metavar="K",
+        help=f"random archs per step besides the largest and smallest ({defaults.random_archs})",
+    )
+    p.add_argument("--lr", type=float, help=f"peak learning rate ({defaults.lr})")
+    p.add_argument(
+        "--distill-weight",
+        type=float,
+        metavar="W",
+        help=f"subnets' weight on distillation vs. the targets ({defaults.distill_weight})",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="N",
+        help=f"steps between validations ({defaults.eval_every})",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help=f"steps between checkpoints ({defaults.checkpoint_every})",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        metavar="S",
+        help=f"seed of weights, archs and batches ({defaults.seed})",
+    )
+    p.add_argument("--out", default="runs/train", metavar="DIR", help="run folder (runs/train)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
+    )
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    given = {field: getattr(args, flag) for flag, field in _CONFIG_FLAGS.items()}
+    given = {k: v for k, v in given.items() if v is not None}
+    data, dtype = args.data, args.tokens_dtype
+    ckpt_file = checkpoint_path(out)
+    if args.resume and ckpt_file.exists():
+        # A resumed run keeps its space, data and settings; flags given must agree with them.
+        ckpt = read_checkpoint(ckpt_file)
+        space = ckpt.space
+        if args.space and load_space(args).fingerprint != space.fingerprint:
+            raise CheckpointError(
+                f"{ckpt_file}: trained for another search space than {args.space} "
+                f"(fingerprint {space.fingerprint})"
+            )
+        known = {f.name for f in fields(TrainConfig)}
+        config = replace(
+            TrainConfig.from_dict(ckpt.state.get("config", {})),
+            **{k: v for k, v in given.items() if k in known},
+        )
+        stored = ckpt.state.get("data", {})
+        if (
+            data is None
+            and stored.get("kind") is not None
+            and stored.get("source") != "python-stdlib"
+        ):
+            data = stored["source"]
+            if stored.get("kind") == "tokens" and dtype is None and not str(data).endswith(".npy"):
+                dtype = stored.get("dtype")
+    else:
+        space = load_space(args)
+        config = TrainConfig(**given)
+    corpus = load_corpus(data, dtype=dtype, progress=not args.no_progress)
+    tokens = corpus.info["tokens"]
+    print(
+        f"data: {corpus.info['source']} ({corpus.info['split']} split; train {tokens['train']:,} "
+        f"/ val {tokens['val']:,} / test {tokens['test']:,} tokens)"
+    )
+    print(
+        f"space: {space.name} (fingerprint {space.fingerprint}); device: {device}; "
+        f"{config.steps} steps x {config.batch_size} x {config.seq_len} tokens"
+    )
+    started = time.perf_counter()
+    result = train(
+        space,
+        corpus,
+        config,
+        out,
+        resume=args.resume,
+        device=device,
+        progress=not args.no_progress,
+        on_event=print,
+    )
+    minutes = (time.perf_counter() - started) / 60
+    print(f"checkpoint: {result.checkpoint} (step {result.step}, {result.tokens:,} tokens)")
+    if result.val_loss:
+        print(
+            f"validation loss, nats/token: largest {result.val_loss['largest']:.3f}, "
+            f"smallest {result.val_loss['smallest']:.3f} (uniform: ln {space.vocab_size} = "
+            f"{_ln(space.vocab_size):.3f}); {minutes:.1f} min"
+        )
+    return 0
+
+
+def _ln(x: int) -> float:
+    import math
+
+    return math.log(x)

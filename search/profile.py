@@ -1,0 +1,545 @@
+"""A latency profile: one device, one workload, one space, and how far to trust it.
+
+A profile has two parts and a report:
+
+1. a kernel table: every op of the space (each mixer choice at each width, the FFN at
+   each width, the embedding, the exit head) measured in isolation, by calling the same
+   `StaticBlock` / `embed` / `read_exit` code the extracted model runs;
+2. a correction, fitted on whole-model measurements of sampled subnets, for what the
+   sum of isolated ops misses;
+3. an accuracy report on held-out subnets that no fit has seen, measured fresh, beside
+   two baselines and the noise floor (see accuracy.py).
+
+It is stored as one JSON file (never a pickle) in the cache directory
+(`$NAS_CACHE_DIR/profiles`, default `~/.cache/nas/profiles`), named by a key that hashes
+the device fingerprint and the space, so it is reused whenever both match and never
+otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nas.search_space import Arch, LayerArch, SearchSpace
+from nas.search_space.errors import NasError
+from nas.supernet import StaticModel
+from nas.supernet.atomic import atomic_write_json
+from nas.supernet.network import embed, read_exit
+
+from .accuracy import (
+    FEATURES,
+    FLOPS,
+    KERNEL_SUM,
+    OURS,
+    AccuracyReport,
+    build_report,
+    measure_twice,
+)
+from .fingerprint import Workload, WorkloadError, device_fingerprint, environment
+from .measure import MeasureConfig, Measurement, Measurer, random_model
+from .predictor import (
+    ArchEncoder,
+    KernelTable,
+    LatencyPredictor,
+    LinearModel,
+    arch_flops_many,
+    flops_features,
+    hat_features,
+    mixer_options,
+)
+
+FORMAT = "nas.profile/1"
+Step = Callable[[str], None]  # called once per measurement with what is being measured
+
+
+class ProfileError(NasError):
+    """A stored profile is unreadable, of another format, or for another space/device."""
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """How a profile is built. The defaults fit in 10 minutes on 2 CPU cores.
+
+    The config is part of a profile's key: a quick profile built with fewer runs or
+    samples is stored beside the default one and never stands in for it.
+    """
+
+    n_train: int = 80  # sampled subnets measured whole to fit the correction (plus extremes)
+    n_holdout: int = 40  # fresh subnets, never fitted on, measured twice for the report
+    seed: int = 0  # seeds arch sampling (numpy) and the random weights (torch)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)  # whole models
+    # Isolated ops can take tens of microseconds, so each timed sample groups calls up
+    # to 1 ms: the median then is not dominated by timer jitter.
+    kernel_measure: MeasureConfig = field(default_factory=lambda: MeasureConfig(min_sample_ms=1.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_train": self.n_train,
+            "n_holdout": self.n_holdout,
+            "seed": self.seed,
+            "measure": self.measure.to_dict(),
+            "kernel_measure": self.kernel_measure.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProfileConfig:
+        return cls(
+            n_train=int(data["n_train"]),
+            n_holdout=int(data["n_holdout"]),
+            seed=int(data["seed"]),
+            measure=MeasureConfig(**data["measure"]),
+            kernel_measure=MeasureConfig(**data["kernel_measure"]),
+        )
+
+
+def cache_dir() -> Path:
+    """Where profiles live: `$NAS_CACHE_DIR/profiles`, else `~/.cache/nas/profiles`."""
+    root = os.environ.get("NAS_CACHE_DIR")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "nas"
+    return base / "profiles"
+
+
+def profile_key(space: SearchSpace, env: dict[str, Any], config: ProfileConfig) -> str:
+    """16 hex digits naming the (device fingerprint, space, build config) a profile is for."""
+    text = json.dumps(
+        {
+            "device": device_fingerprint(env),
+            "space": space.fingerprint,
+            "config": config.to_dict(),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def profile_path(
+    space: SearchSpace, env: dict[str, Any], config: ProfileConfig, root: Path | None = None
+) -> Path:
+    """The cache file of the profile for (this device and workload, `space`, `config`)."""
+    w = Workload.from_dict(env)
+    key = profile_key(space, env, config)
+    return (root or cache_dir()) / f"{w.device}-{w.mode}-b{w.batch}-t{w.seq_len}-{key}.json"
+
+
+@dataclass
+class Profile:
+    """A latency model for one (device, workload, space), with its accuracy report."""
+
+    key: str  # profile_key(space, env, config)
+    env: dict[str, Any]  # environment(): machine, software and workload
+    config: ProfileConfig  # how it was built (runs, samples, seed)
+    space: dict[str, Any]  # the space it was built for (SearchSpace.to_dict())
+    predictor: LatencyPredictor
+    baselines: dict[str, LinearModel]  # FLOPS / FEATURES label -> fitted linear model
+    accuracy: AccuracyReport  # held-out report from the build
+    train: dict[str, Any]  # {"archs": [canonical JSON], "measured_ms": [...]}
+    kernels: list[dict[str, Any]]  # one measurement record per kernel-table entry
+    build_s: float  # seconds the build took
+    created: str  # ISO 8601 UTC
+    checks: list[dict[str, Any]] = field(default_factory=list)  # later `--check` reports
+
+    @property
+    def workload(self) -> Workload:
+        return Workload.from_dict(self.env)
+
+    @property
+    def seen_ids(self) -> set[str]:
+        """Ids of every arch measured for this profile so far (fit, held out or checked)."""
+        ids = {Arch.from_json(a).id for a in self.train["archs"]}
+        ids.update(self.accuracy.arch_ids)
+        for check in self.checks:
+            ids.update(check["arch_ids"])
+        return ids
+
+    @property
+    def contended(self) -> int:
+        """Measurements in this profile taken while other processes kept the CPU busy."""
+        return (
+            sum(bool(k.get("contended")) for k in self.kernels)
+            + sum(bool(c) for c in self.train.get("contended", []))
+            + self.accuracy.contended
+        )
+
+    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
+        """(n,) predicted latency of each arch, ms (one forward pass of the workload)."""
+        return self.predictor.predict(archs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "key": self.key,
+            "env": self.env,
+            "config": self.config.to_dict(),
+            "space": self.space,
+            "predictor": self.predictor.to_dict(),
+            "baselines": {k: v.to_dict() for k, v in self.baselines.items()},
+            "accuracy": self.accuracy.to_dict(),
+            "train": self.train,
+            "kernels": self.kernels,
+            "build_s": self.build_s,
+            "created": self.created,
+            "checks": self.checks,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "profile") -> Profile:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ProfileError(
+                f"{source}: not a {FORMAT} profile (format {found!r}); rebuild "
+                "it with `nas profile`"
+            )
+        try:
+            return cls(
+                key=data["key"],
+                env=data["env"],
+                config=ProfileConfig.from_dict(data["config"]),
+                space=data["space"],
+                predictor=LatencyPredictor.from_dict(data["predictor"]),
+                baselines={k: LinearModel.from_dict(v) for k, v in data["baselines"].items()},
+                accuracy=AccuracyReport.from_dict(data["accuracy"]),
+                train=data["train"],
+                kernels=data["kernels"],
+                build_s=float(data["build_s"]),
+                created=data["created"],
+                checks=list(data.get("checks", [])),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProfileError(
+                f"{source}: damaged profile ({exc!r}); rebuild it with `nas profile`"
+            ) from None
+
+
+def save_profile(profile: Profile, path: str | Path) -> None:
+    """Write `profile` as JSON, atomically (a reader sees the old file or the new one)."""
+    atomic_write_json(path, profile.to_dict())
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read a profile written by `save_profile`. Raises `ProfileError` naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: no such profile; build it with `nas profile`") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ProfileError(
+            f"{path}: unreadable profile ({exc}); rebuild it with `nas profile --refresh`"
+        ) from None
+    return Profile.from_dict(data, source=str(path))
+
+
+# ------------------------------------------------------------------ sampling
+def fresh_archs(
+    space: SearchSpace, n: int, rng: np.random.Generator, exclude: set[str]
+) -> list[Arch]:
+    """`n` distinct archs whose ids are not in `exclude` (which this extends).
+
+    Raises `ProfileError` if 50 * n + 100 draws cannot find them (a space too small).
+    """
+    out: list[Arch] = []
+    for _ in range(50 * n + 100):
+        if len(out) == n:
+            break
+        arch = space.sample(rng=rng)
+        if arch.id not in exclude:
+            exclude.add(arch.id)
+            out.append(arch)
+    if len(out) < n:
+        raise ProfileError(f"space '{space.name}' has too few unseen archs for {n} more samples")
+    return out
+
+
+# ------------------------------------------------------------------ kernel table
+def kernel_plan(space: SearchSpace) -> list[tuple[str, int, Any]]:
+    """The entries of the kernel table, in measuring order: (kind, d_model, choice)."""
+    plan: list[tuple[str, int, Any]] = []
+    for d in space.d_model:
+        plan.append(("embed", d, None))
+        plan.extend(("mixer", d, key) for key in mixer_options(space) if key[0] != "skip")
+        plan.extend(("ffn", d, f) for f in space.ffn if f > 0)
+        plan.append(("exit", d, None))
+    return plan
+
+
+def measure_kernel_table(
+    space: SearchSpace,
+    measurer: Measurer,
+    config: MeasureConfig,
+    seed: int = 0,
+    step: Step | None = None,
+) -> tuple[KernelTable, list[dict[str, Any]]]:
+    """Measure every op of `space` in isolation, through the extracted model's own modules.
+
+    Each op is cut out of a one-layer extracted model (seeded random weights) and called
+    exactly as `StaticModel.forward` calls it, on a fixed (B, T, d) input.
+    """
+    options = mixer_options(space)
+    n_d = len(space.d_model)
+    table = KernelTable(
+        embed_ms=np.zeros(n_d),
+        exit_ms=np.zeros(n_d),
+        mixer_ms=np.zeros((n_d, len(options) + 1)),
+        ffn_ms=np.zeros((n_d, len(space.ffn) + 1)),
+    )
+    records: list[dict[str, Any]] = []
+    for kind, d, choice in kernel_plan(space):
+        i = space.d_model.index(d)
+        layer = (
+            LayerArch(choice[0], choice[1], choice[2], 0)
+            if kind == "mixer"
+            else LayerArch("skip", None, None, choice if kind == "ffn" else 0)
+        )
+        model = measurer.prepare(random_model(space, Arch(d, (layer,)), seed))
+        m = _measure_op(kind, model, measurer, measurer.hidden(d, seed), config)
+        if kind == "embed":
+            table.embed_ms[i] = m.median_ms
+            label = f"embed d{d}"
+        elif kind == "exit":
+            table.exit_ms[i] = m.median_ms
+            label = f"exit d{d}"
+        elif kind == "mixer":
+            table.mixer_ms[i, options.index(choice)] = m.median_ms
+            label = f"{layer.mixer} d{d} h{layer.heads} w{layer.window}"
+        else:
+            table.ffn_ms[i, space.ffn.index(choice)] = m.median_ms
+            label = f"ffn d{d} f{choice}"
+        records.append({"op": label, **_record(m)})
+        if step:
+            step(f"kernel {label}")
+    return table, records
+
+
+def _measure_op(
+    kind: str, model: StaticModel, measurer: Measurer, x: torch.Tensor, config: MeasureConfig
+) -> Measurement:
+    """Time one part of a one-layer model exactly as `StaticModel.forward` calls it.
+
+    x: the (B, T, d) input of a block or of the exit head.
+    """
+    if kind == "embed":
+        tokens = measurer.tokens_for(model.consts.vocab_size)  # (B, T)
+        return measurer.measure(lambda: embed(tokens, model.embedding.tensors()), config)
+    if kind == "exit":
+        return measurer.measure(lambda: read_exit(x, model.exit_head.tensors()), config)
+    block, consts = model.blocks[0], model.consts
+    return measurer.measure(lambda: block(x, consts), config)
+
+
+def _record(m: Measurement) -> dict[str, Any]:
+    return {
+        k: m.to_dict()[k]
+        for k in ("median_ms", "rel_iqr", "runs", "inner", "attempts", "noisy", "contended")
+    }
+
+
+def measure_archs(
+    space: SearchSpace,
+    archs: Sequence[Arch],
+    measurer: Measurer,
+    step: Step | None = None,
+    label: str = "whole model",
+    seed: int = 0,
+) -> list[Measurement]:
+    """One whole-model measurement of each arch, in order."""
+    out = []
+    for arch in archs:
+        out.append(measurer.measure_arch(space, arch, seed=seed))
+        if step:
+            step(label)
+    return out
+
+
+# ------------------------------------------------------------------ build and check
+def total_steps(space: SearchSpace, config: ProfileConfig) -> int:
+    """How many measurements `build_profile` makes (for a progress bar)."""
+    return len(kernel_plan(space)) + config.n_train + 2 + 2 * config.n_holdout
+
+
+def _fit_baselines(
+    space: SearchSpace, archs: Sequence[Arch], flops: Sequence[int], measured: np.ndarray
+) -> dict[str, LinearModel]:
+    X_f, names_f = flops_features(flops)
+    X_h, names_h = hat_features(space, archs)
+    return {
+        FLOPS: LinearModel.fit(X_f, measured, names_f),
+        FEATURES: LinearModel.fit(X_h, measured, names_h),
+    }
+
+
+def evaluate(
+    predictor: LatencyPredictor,
+    baselines: dict[str, LinearModel],
+    space: SearchSpace,
+    archs: Sequence[Arch],
+    measurer: Measurer,
+    step: Step | None = None,
+) -> AccuracyReport:
+    """Measure `archs` fresh (twice) and score the predictor and the baselines on them."""
+    w = measurer.workload
+    first, again = measure_twice(measurer, space, archs, step)
+    measured = np.array([m.median_ms for m in first])
+    rerun = np.array([m.median_ms for m in again])
+    flops = arch_flops_many(space, archs, w.batch, w.seq_len)
+    predictions = {
+        OURS: predictor.predict(archs),
+        KERNEL_SUM: predictor.kernel_sum(archs),
+        FLOPS: baselines[FLOPS].predict(flops_features(flops)[0]),
+        FEATURES: baselines[FEATURES].predict(hat_features(space, archs)[0]),
+    }
+    both = first + again
+    return build_report(
+        archs,
+        measured,
+        rerun,
+        predictions,
+        noisy=sum(m.noisy for m in both),
+        workload=str(w),
+        contended=sum(m.contended for m in both),
+    )
+
+
+def build_profile(
+    space: SearchSpace,
+    workload: Workload,
+    config: ProfileConfig | None = None,
+    step: Step | None = None,
+) -> Profile:
+    """Measure and fit a profile of `space` for `workload` on this machine.
+
+    Raises `DeviceError` if the workload's device is not available here.
+    """
+    config = config or ProfileConfig()
+    workload.check_available()
+    if workload.seq_len > space.max_seq_len:
+        raise WorkloadError(
+            f"sequence length {workload.seq_len} exceeds the space's "
+            f"max_seq_len {space.max_seq_len}"
+        )
+    start = time.perf_counter()
+    env = environment(workload)
+    measurer = Measurer(workload, config.measure, seed=config.seed)
+    table, kernels = measure_kernel_table(space, measurer, config.kernel_measure, config.seed, step)
+    predictor = LatencyPredictor(ArchEncoder.for_space(space), table)
+
+    # Separate seeded streams for fitting and holding out; the extremes anchor the fit at
+    # both ends of the range a search explores.
+    rng = np.random.default_rng([config.seed, 1])
+    seen: set[str] = set()
+    train = [space.smallest(), space.largest()]
+    seen.update(a.id for a in train)
+    train += fresh_archs(space, config.n_train, rng, seen)
+    holdout = fresh_archs(space, config.n_holdout, np.random.default_rng([config.seed, 2]), seen)
+
+    fit = measure_archs(space, train, measurer, step, "fit: whole model", config.seed)
+    measured = np.array([m.median_ms for m in fit])
+    predictor.fit_correction(train, measured)
+    flops = arch_flops_many(space, train, workload.batch, workload.seq_len)
+    baselines = _fit_baselines(space, train, flops, measured)
+    accuracy = evaluate(predictor, baselines, space, holdout, measurer, step)
+    return Profile(
+        key=profile_key(space, env, config),
+        config=config,
+        env=env,
+        space=space.to_dict(),
+        predictor=predictor,
+        baselines=baselines,
+        accuracy=accuracy,
+        train={
+            "archs": [a.to_json() for a in train],
+            "measured_ms": measured.tolist(),
+            "rel_iqr": [m.rel_iqr for m in fit],
+            "contended": [m.contended for m in fit],
+            "flops": flops,
+        },
+        kernels=kernels,
+        build_s=time.perf_counter() - start,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def check_space(profile: Profile, space: SearchSpace) -> None:
+    """Raise `ProfileError` unless `profile` was built for `space`."""
+    if SearchSpace.from_dict(profile.space).fingerprint != space.fingerprint:
+        raise ProfileError(
+            "the profile was built for another search space; rebuild it with "
+            "`nas profile --space FILE`"
+        )
+
+
+def check_profile(
+    profile: Profile,
+    space: SearchSpace,
+    n: int,
+    config: MeasureConfig | None = None,
+    step: Step | None = None,
+) -> AccuracyReport:
+    """Measure `n` archs this profile has never seen and score it on them.
+
+    The report is appended to `profile.checks` (the caller saves the profile).
+    """
+    if n < 2:
+        raise ProfileError(f"--check needs at least 2 archs to rank, got {n}")
+    check_space(profile, space)
+    check_device(profile)
+    workload = profile.workload
+    measurer = Measurer(workload, config or profile.config.measure, seed=len(profile.checks) + 1)
+    # Each check draws from its own seeded stream, and skips every arch already seen.
+    rng = np.random.default_rng([int(profile.key, 16) % 2**32, 3, len(profile.checks)])
+    archs = fresh_archs(space, n, rng, profile.seen_ids)
+    report = evaluate(profile.predictor, profile.baselines, space, archs, measurer, step)
+    profile.checks.append(
+        {
+            **report.to_dict(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    return report
+
+
+def get_profile(
+    space: SearchSpace,
+    workload: Workload,
+    refresh: bool = False,
+    config: ProfileConfig | None = None,
+    step: Step | None = None,
+    root: Path | None = None,
+) -> tuple[Profile, Path, bool]:
+    """The cached profile for (this device, `workload`, `space`, `config`), built if missing.
+
+    Returns (profile, its path, whether it was built now). `refresh` rebuilds it anyway.
+    Raises `DeviceError` if the workload's device is not available here.
+    """
+    config = config or ProfileConfig()
+    workload.check_available()
+    env = environment(workload)
+    path = profile_path(space, env, config, root)
+    if path.is_file() and not refresh:
+        profile = load_profile(path)
+        if profile.key == profile_key(space, env, config):
+            return profile, path, False
+    profile = build_profile(space, workload, config, step)
+    save_profile(profile, path)
+    return profile, path, True
+
+
+def check_device(profile: Profile) -> None:
+    """Raise `ProfileError` unless `profile` was measured on this machine and stack."""
+    here = environment(profile.workload)
+    if device_fingerprint(here) != device_fingerprint(profile.env):
+        differ = sorted(k for k in here if here.get(k) != profile.env.get(k))
+        raise ProfileError(
+            f"the profile was measured on another device or stack (differs in {differ}); "
+            "build one here with `nas profile`"
+        )

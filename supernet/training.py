@@ -1,0 +1,491 @@
+"""Supernet training: the loop around the sandwich step, and the run folder it writes.
+
+Each step draws one batch and runs `sandwich.sandwich_step` on it (the largest arch, the
+smallest, and `random_archs` sampled archs, with in-place distillation and a loss at
+every exit), clips the gradients, and steps AdamW with a warmup + cosine learning rate.
+At intervals it measures the validation loss of fixed reference archs, appends metrics
+to a JSONL file, and writes a checkpoint.
+
+Randomness comes only from two seeded numpy generators (archs, batch positions) and the
+supernet's seeded initialisation, and their states are checkpointed, so on the CPU a
+resumed run reproduces the uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nas.search_space import Arch, SearchSpace
+from nas.search_space.errors import CheckpointError, DataError, NasError
+
+from .atomic import atomic_write_json, atomic_write_text
+from .batches import BatchSampler, check_length, eval_batches
+from .checkpoint import checkpoint_path, read_checkpoint, restore, save_checkpoint
+from .corpus import Corpus
+from .device import autocast, resolve_device
+from .sandwich import cross_entropy, sandwich_step
+from .supernet import Supernet
+
+Tensor = torch.Tensor
+
+RUN_FORMAT = "nas.train-run/1"
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.jsonl"
+REFERENCE_SEED = 20240601  # reference archs are the same for every run over a space
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes a training run (and must not change when it is resumed)."""
+
+    steps: int = 250  # optimizer steps (defaults: ~3-5 min on 2 CPU cores, default space)
+    batch_size: int = 8  # sequences per step, B
+    seq_len: int = 64  # tokens per sequence, T (<= the space's max_seq_len)
+    random_archs: int = 2  # k: random archs per step besides the largest and the smallest
+    lr: float = 3e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio at the last step
+    warmup_steps: int = 20  # linear warmup from lr / warmup_steps to lr
+    weight_decay: float = 0.1  # AdamW decoupled decay, on matrices only
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.95  # AdamW second-moment decay
+    grad_clip: float = 1.0  # max global gradient norm
+    distill_weight: float = 0.5  # subnets' loss: w * KL(teacher || subnet) + (1 - w) * CE
+    early_exit_weight: float = 0.25  # weight of each exit before an arch's own (its own: 1)
+    eval_every: int = 50  # steps between validations of the reference archs
+    eval_batches: int = 4  # fixed validation batches per reference arch
+    reference_archs: int = 4  # sampled reference archs, besides the largest and smallest
+    checkpoint_every: int = 50  # steps between checkpoints (and one at the end)
+    seed: int = 0  # seeds the initial weights, the arch sampler and the batch sampler
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("steps", "batch_size", "seq_len", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("random_archs", "warmup_steps", "eval_batches", "reference_archs"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        for name in ("distill_weight", "min_lr_ratio", "early_exit_weight"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if problems:
+            raise NasError("training config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed-and-finished) run reports."""
+
+    run_dir: Path  # the run folder
+    checkpoint: Path  # its last checkpoint file
+    step: int  # steps done
+    tokens: int  # training tokens seen by every sandwich arch (step * B * T)
+    val_loss: dict[str, float] = field(default_factory=dict)  # nats/token per reference arch
+    seconds: float = 0.0  # wall time of this process's part of the run
+
+
+# --------------------------------------------------------------------- schedule
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine decay."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    span = max(1, config.steps - config.warmup_steps - 1)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    floor = config.lr * config.min_lr_ratio
+    return floor + (config.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with decay on weight matrices only (not norms, biases, per-head scalars).
+
+    The fused implementation updates each tensor in one pass: a supernet step updates
+    max-size tensors (zero gradient outside the sampled prefix), so the optimizer's
+    memory traffic is much of what a subnet's step costs beyond its static model's.
+    """
+    decay, no_decay = [], []
+    for name, param in net.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        is_bias = leaf.startswith("b_") or leaf in ("bias", "b1", "b2")
+        (decay if param.dim() >= 2 and not is_bias else no_decay).append(param)
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        betas=(config.beta1, config.beta2),
+        fused=all(p.device.type in ("cpu", "cuda") for p in net.parameters()),
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    net: Supernet,
+    archs: dict[str, Arch],
+    batches: list[tuple[Tensor, Tensor]],
+    device: torch.device,
+) -> dict[str, float]:
+    """Mean validation cross-entropy (nats/token) of each named arch over fixed batches."""
+    was_training = net.training
+    net.eval()
+    out = {}
+    try:
+        for name, arch in archs.items():
+            total, count = 0.0, 0
+            for inputs, targets in batches:
+                inputs, targets = inputs.to(device), targets.to(device)
+                with autocast(device):
+                    logits = net(inputs, arch)  # (B, T, V)
+                total += cross_entropy(logits, targets).item() * targets.numel()
+                count += targets.numel()
+            out[name] = total / count
+    finally:
+        net.train(was_training)
+    return out
+
+
+def reference_archs(space: SearchSpace, n: int) -> dict[str, Arch]:
+    """The fixed archs validated during training: largest, smallest, and `n` sampled ones."""
+    refs = {"largest": space.largest(), "smallest": space.smallest()}
+    for i, arch in enumerate(space.sample_many(n, seed=REFERENCE_SEED)):
+        refs[f"ref{i}"] = arch
+    return refs
+
+
+# --------------------------------------------------------------------- run folder
+class MetricsLog:
+    """Append-only JSONL of training and validation records, one JSON object per line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def append(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every complete record; a line torn by a kill is skipped."""
+        if not self.path.is_file():
+            return []
+        records = []
+        for line in self.path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past `step` (written after the checkpoint a resumed run starts from)."""
+        kept = [r for r in self.read() if r.get("step", 0) <= step]
+        atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(run_dir) / MANIFEST_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+# --------------------------------------------------------------------- the loop
+@dataclass
+class _Streams:
+    """The run's random streams: which archs are sampled and where batches are cut."""
+
+    archs: np.random.Generator
+    batches: BatchSampler
+
+    def state(self) -> dict[str, Any]:
+        return {"arch_rng": self.archs.bit_generator.state, "batch_rng": self.batches.state()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.archs.bit_generator.state = state["arch_rng"]
+        self.batches.set_state(state["batch_rng"])
+
+
+def train(
+    space: SearchSpace,
+    corpus: Corpus,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    stop_after: int | None = None,
+    on_event: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train a supernet over `space` on `corpus`, writing everything to `run_dir`.
+
+    `run_dir` receives manifest.json, metrics.jsonl and checkpoint.safetensors. With
+    `resume`, the run continues from its checkpoint with the checkpoint's config (a
+    different `config` raises), else from step 0. `stop_after` ends this call after that
+    many steps in total (for tests that interrupt a run); `on_event` receives one-line
+    status messages (e.g. where the checkpoint is).
+
+    Raises `CheckpointError` for an unusable checkpoint or one for another space,
+    `DataError` when the corpus is too small or its tokens exceed the vocabulary,
+    `DeviceError` for an unavailable device.
+    """
+    run_dir = Path(run_dir)
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    say = on_event or (lambda msg: None)
+    _check_corpus(space, corpus, config)
+    ckpt_file = checkpoint_path(run_dir)
+    ckpt = None
+    if ckpt_file.exists():
+        if not resume:
+            raise CheckpointError(
+                f"{run_dir}: already holds a checkpoint; pass --resume to continue it, "
+                f"or choose another --out"
+            )
+        ckpt = read_checkpoint(ckpt_file, space)
+        saved = TrainConfig.from_dict(ckpt.state.get("config", {}))
+        if saved != config:
+            raise CheckpointError(f"{ckpt_file}: {_config_diff(saved, config)}")
+        if ckpt.state.get("data", {}).get("key") != corpus.key:
+            raise CheckpointError(
+                f"{ckpt_file}: was trained on other data than {corpus.info['source']}"
+            )
+
+    net = Supernet(space, seed=config.seed).to(device).train()
+    optimizer = make_optimizer(net, config)
+    params = list(net.parameters())  # listed once: walking the module tree costs per step
+    streams = _Streams(
+        archs=np.random.default_rng([config.seed, 1]),
+        batches=BatchSampler(
+            corpus.train, config.batch_size, config.seq_len, np.random.default_rng([config.seed, 2])
+        ),
+    )
+    refs = reference_archs(space, config.reference_archs)
+    val_batches = eval_batches(corpus.val, config.batch_size, config.seq_len, config.eval_batches)
+    metrics = MetricsLog(run_dir / METRICS_FILE)
+    usage: Counter[str] = Counter()  # steps in which each layer slot's mixer weights trained
+    step = 0
+    if ckpt is not None:
+        restore(ckpt, net, optimizer)
+        streams.set_state(ckpt.state)
+        usage.update(ckpt.state.get("usage", {}))
+        step = ckpt.step
+        metrics.truncate_after(step)
+        say(f"resuming {ckpt_file} at step {step}")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics.path.unlink(missing_ok=True)
+    manifest = _manifest(space, corpus, config, device, refs, step, status="running")
+    atomic_write_json(run_dir / MANIFEST_FILE, manifest)
+    say(f"checkpoint: {ckpt_file}")
+
+    def checkpoint(at: int) -> None:
+        state = {
+            "step": at,
+            "tokens": at * config.batch_size * config.seq_len,
+            "config": config.to_dict(),
+            "data": _data_ref(corpus),
+            "usage": dict(sorted(usage.items())),
+            **streams.state(),
+        }
+        save_checkpoint(ckpt_file, net, optimizer, state)
+
+    largest, smallest = space.largest(), space.smallest()
+    tokens_per_step = config.batch_size * config.seq_len
+    last = config.steps if stop_after is None else min(config.steps, stop_after)
+    val: dict[str, float] = {}
+    started = time.perf_counter()
+    with _progress_bar(config.steps, step, progress) as bar:
+        while step < last:
+            t0 = time.perf_counter()
+            lr = lr_at(step, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            students = [smallest] + [
+                space.sample(rng=streams.archs) for _ in range(config.random_archs)
+            ]
+            usage.update(_parts_used([largest, *students]))
+            inputs, targets = streams.batches.next()
+            inputs, targets = inputs.to(device), targets.to(device)  # (B, T)
+            optimizer.zero_grad(set_to_none=True)
+            losses = sandwich_step(
+                net,
+                inputs,
+                targets,
+                largest,
+                students,
+                config.distill_weight,
+                config.early_exit_weight,
+                device,
+            )
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            step += 1
+            seconds = time.perf_counter() - t0
+            _check_finite(losses, step)
+            metrics.append(
+                {
+                    "kind": "train",
+                    "step": step,
+                    "tokens": step * tokens_per_step,
+                    "lr": lr,
+                    "loss_largest": losses["largest"],
+                    "loss_smallest": losses["smallest"],
+                    "grad_norm": float(grad_norm),
+                    "tokens_per_s": tokens_per_step / seconds,
+                }
+            )
+            if step % config.eval_every == 0 or step == config.steps:
+                val = evaluate(net, refs, val_batches, device)
+                metrics.append({"kind": "eval", "step": step, "val_loss": val})
+            if step % config.checkpoint_every == 0 or step == last:
+                checkpoint(step)
+            bar.update(1)
+            bar.set_postfix_str(
+                f"tok/s={tokens_per_step / seconds:,.0f} L={losses['largest']:.3f} "
+                f"S={losses['smallest']:.3f}" + (f" val(L)={val['largest']:.3f}" if val else ""),
+                refresh=False,
+            )
+    if step == config.steps and not val:
+        # Resumed exactly at the end: report the last validation the run recorded.
+        evals = [r for r in metrics.read() if r.get("kind") == "eval"]
+        val = evals[-1]["val_loss"] if evals else evaluate(net, refs, val_batches, device)
+    if step == config.steps:
+        manifest.update(status="complete", step=step, final_val_loss=val, usage=dict(usage))
+    else:
+        manifest.update(status="stopped", step=step)
+    atomic_write_json(run_dir / MANIFEST_FILE, manifest)
+    return TrainResult(
+        run_dir=run_dir,
+        checkpoint=ckpt_file,
+        step=step,
+        tokens=step * tokens_per_step,
+        val_loss=val,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def usage_key(slot: int, mixer: str) -> str:
+    """Key of one layer slot's mixer weights in a run's usage counts ("2:ssm": slot 2, 0-based)."""
+    return f"{slot}:{mixer}"
+
+
+def exposure_steps(arch: Arch, usage: dict[str, int], steps: int) -> float:
+    """How many of a run's `steps` trained `arch`'s own weights, averaged over its layers.
+
+    A layer's count is the number of steps in which some arch of the sandwich ran that
+    layer slot's mixer (at any width; `usage` comes from a checkpoint's state). A skip
+    layer owns no mixer weights and counts every step, as do the shared embedding, FFN
+    and exit weights, which some arch trains at every step. The largest and smallest
+    archs, run at every step, have exposure `steps`; a middle arch built on one mixer
+    has only the steps in which that mixer was sampled at its layers.
+    """
+    counts = [
+        steps if layer.mixer == "skip" else usage.get(usage_key(i, layer.mixer), 0)
+        for i, layer in enumerate(arch.layers)
+    ]
+    return sum(counts) / len(counts)
+
+
+def _parts_used(archs: list[Arch]) -> set[str]:
+    return {usage_key(i, layer.mixer) for arch in archs for i, layer in enumerate(arch.layers)}
+
+
+def _check_corpus(space: SearchSpace, corpus: Corpus, config: TrainConfig) -> None:
+    if corpus.vocab_size > space.vocab_size:
+        raise DataError(
+            f"{corpus.info.get('source')}: token ids reach {corpus.vocab_size - 1}, beyond the "
+            f"space's vocab_size {space.vocab_size}"
+        )
+    if config.seq_len > space.max_seq_len:
+        raise NasError(
+            f"seq_len {config.seq_len} exceeds the space's max_seq_len {space.max_seq_len}"
+        )
+    check_length(corpus.train, config.seq_len, "train")
+    check_length(corpus.val, config.seq_len, "validation")
+
+
+def _check_finite(losses: dict[str, float], step: int) -> None:
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(f"non-finite loss at step {step}: {bad}; lower the lr")
+
+
+def _config_diff(saved: TrainConfig, given: TrainConfig) -> str:
+    diffs = [
+        f"{f.name} {getattr(saved, f.name)} (given {getattr(given, f.name)})"
+        for f in fields(TrainConfig)
+        if getattr(saved, f.name) != getattr(given, f.name)
+    ]
+    return "a resumed run keeps its settings; this run has " + ", ".join(diffs)
+
+
+def _data_ref(corpus: Corpus) -> dict[str, Any]:
+    return {k: corpus.info.get(k) for k in ("source", "kind", "key", "dtype")}
+
+
+def _manifest(
+    space: SearchSpace,
+    corpus: Corpus,
+    config: TrainConfig,
+    device: torch.device,
+    refs: dict[str, Arch],
+    step: int,
+    status: str,
+) -> dict[str, Any]:
+    return {
+        "format": RUN_FORMAT,
+        "command": "train",
+        "status": status,
+        "step": step,
+        "checkpoint": checkpoint_path(".").name,
+        "metrics": METRICS_FILE,
+        "space": space.to_dict(),
+        "fingerprint": space.fingerprint,
+        "config": config.to_dict(),
+        "data": {**_data_ref(corpus), "tokens": corpus.info.get("tokens")},
+        "device": str(device),
+        "torch": torch.__version__,
+        "reference_archs": {name: arch.to_dict() for name, arch in refs.items()},
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int, initial: int, enabled: bool) -> Iterator[Any]:
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=total,
+        initial=initial,
+        unit="step",
+        desc="train",
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    try:
+        yield bar
+    finally:
+        bar.close()

@@ -1,0 +1,200 @@
+"""`nas train`: a run folder, one-line errors with exit code 2, and surviving `kill -9`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import make_tiny_space
+from nas.cli import main
+from nas.supernet.checkpoint import read_checkpoint
+from nas.supernet.training import read_manifest
+
+SMALL = ["--batch-size", "2", "--seq-len", "16", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from 2 threads, and OpenMP threads that spin-wait slow
+    # down badly when other jobs share the 2 cores.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    """A tiny space file and a small text corpus; the data cache stays inside tmp_path."""
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    space = tmp_path / "tiny.yaml"
+    space.write_text(yaml.safe_dump(make_tiny_space().to_dict()))
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(make_tiny_space(d_model=(16, 48)).to_dict()))
+    data = tmp_path / "code.py"
+    data.write_text("".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(300)))
+    return {"space": str(space), "other": str(other), "data": str(data), "out": tmp_path / "run"}
+
+
+def _train(files, *extra):
+    return main(
+        [
+            "train",
+            "--space",
+            files["space"],
+            "--data",
+            files["data"],
+            "--out",
+            str(files["out"]),
+            *SMALL,
+            *extra,
+        ]
+    )
+
+
+def _one_error_line(capsys, match):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nas: error:") and "\n" not in err and "Traceback" not in err, err
+    assert match in err, err
+
+
+def test_train_writes_a_run_folder_and_prints_the_checkpoint(files, capsys):
+    assert _train(files, "--steps", "4", "--eval-every", "2") == 0
+    out = capsys.readouterr().out
+    ckpt = files["out"] / "checkpoint.safetensors"
+    assert f"checkpoint: {ckpt}" in out and "validation loss" in out
+    assert read_checkpoint(ckpt).step == 4
+    manifest = read_manifest(files["out"])
+    assert manifest["status"] == "complete" and manifest["config"]["steps"] == 4
+    kinds = [json.loads(line)["kind"] for line in (files["out"] / "metrics.jsonl").open()]
+    assert kinds.count("train") == 4 and kinds.count("eval") == 2
+
+
+def test_resume_continues_and_refuses_changes(files, capsys):
+    assert _train(files, "--steps", "3") == 0
+    assert _train(files, "--steps", "3") == 2
+    _one_error_line(capsys, "--resume")
+    assert _train(files, "--steps", "5", "--resume") == 2
+    _one_error_line(capsys, "keeps its settings")
+    assert main(["train", "--out", str(files["out"]), "--resume", "--no-progress"]) == 0
+    assert read_checkpoint(files["out"]).step == 3  # already complete: nothing to do
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted", "other space"])
+def test_bad_checkpoint_gives_one_line_and_exit_2(files, capsys, damage):
+    assert _train(files, "--steps", "2") == 0
+    ckpt = files["out"] / "checkpoint.safetensors"
+    data = ckpt.read_bytes()
+    capsys.readouterr()
+    if damage == "truncated":
+        ckpt.write_bytes(data[: len(data) // 3])
+        code = _train(files, "--steps", "2", "--resume")
+    elif damage == "corrupted":
+        ckpt.write_bytes(data[:-64] + bytes(64))
+        code = _train(files, "--steps", "2", "--resume")
+    else:
+        code = main(
+            [
+                "train",
+                "--space",
+                files["other"],
+                "--data",
+                files["data"],
+                "--out",
+                str(files["out"]),
+                "--resume",
+                *SMALL,
+            ]
+        )
+    assert code == 2
+    _one_error_line(
+        capsys,
+        {"truncated": "truncated", "corrupted": "corrupted", "other space": "another search space"}[
+            damage
+        ],
+    )
+
+
+def test_bad_inputs_give_one_line_and_exit_2(files, capsys, tmp_path):
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "r"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
+    _one_error_line(capsys, "no such file or folder")
+    assert _train(files, "--steps", "0") == 2
+    _one_error_line(capsys, "steps must be >= 1")
+    if not torch.cuda.is_available():
+        assert _train(files, "--device", "cuda") == 2
+        _one_error_line(capsys, "CUDA is not available")
+
+
+def _nas_command() -> list[str]:
+    script = Path(sys.executable).parent / "nas"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from nas.cli import main; sys.exit(main())"]
+
+
+def test_kill_9_leaves_a_loadable_checkpoint_and_resume_completes(files):
+    args = [
+        "train",
+        "--space",
+        files["space"],
+        "--data",
+        files["data"],
+        "--out",
+        str(files["out"]),
+        "--steps",
+        "150",
+        "--checkpoint-every",
+        "2",
+        "--eval-every",
+        "1000",
+        *SMALL,
+    ]
+    # Passive OpenMP waiting keeps the child fast when the 2 cores are shared.
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        _nas_command() + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    ckpt = files["out"] / "checkpoint.safetensors"
+    deadline = time.monotonic() + 120
+    try:
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # kill while it is training and rewriting the checkpoint
+        assert proc.poll() is None, proc.stderr.read().decode()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert read_manifest(files["out"])["status"] == "running"
+    step = read_checkpoint(ckpt).step  # loadable, whatever moment the kill hit
+    assert 2 <= step < 150
+    leftovers = [p.name for p in files["out"].iterdir() if p.name.endswith(".tmp")]
+    for name in leftovers:  # a temp file a kill interrupted is never the checkpoint
+        assert name.startswith(".checkpoint.safetensors.")
+    assert main([*args, "--resume"]) == 0
+    assert read_checkpoint(ckpt).step == 150
+    assert read_manifest(files["out"])["status"] == "complete"

@@ -1,0 +1,230 @@
+"""The measurement protocol: warm-up, median of runs, IQR, repeats, threads, environment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny_space
+from nas.search.fingerprint import (
+    Workload,
+    WorkloadError,
+    available_cores,
+    device_fingerprint,
+    environment,
+)
+from nas.search.measure import MeasureConfig, Measurer, random_model, time_callable
+from nas.search_space.errors import DeviceError
+
+
+class ScriptedClock:
+    """A fake clock: each call of `fn` advances time by the next scripted duration (s)."""
+
+    def __init__(self, durations: list[float]):
+        self.t = 0.0
+        self.durations = iter(durations)
+        self.calls = 0
+
+    def clock(self) -> float:
+        return self.t
+
+    def fn(self) -> None:
+        self.calls += 1
+        self.t += next(self.durations)
+
+
+def test_defaults_are_the_protocol():
+    config = MeasureConfig()
+    assert config.runs_for("cpu") >= 30
+    assert config.runs_for("cuda") >= 100
+    assert config.warmup_iters >= 10 and config.warmup_s >= 0.5
+    assert config.max_rel_iqr == 0.05 and config.max_attempts >= 2
+
+
+def test_median_and_iqr_of_the_timed_runs():
+    warmup = [1e-3] * 3
+    runs = [1e-3, 2e-3, 3e-3, 4e-3, 5e-3]  # ms: median 3, q1 2, q3 4
+    fake = ScriptedClock(warmup + runs)
+    config = MeasureConfig(runs=5, warmup_iters=3, warmup_s=0.0, max_attempts=1)
+    m = time_callable(fake.fn, config, clock=fake.clock)
+    assert m.median_ms == pytest.approx(3.0)
+    assert m.iqr_ms == pytest.approx(2.0)
+    assert m.rel_iqr == pytest.approx(2.0 / 3.0)
+    assert m.runs == 5 and m.inner == 1 and m.warmup_iters == 3
+    assert m.noisy  # 67% spread, and no attempt left to repeat it
+    assert fake.calls == 8
+
+
+def test_warm_up_needs_both_iterations_and_seconds():
+    # 1 ms calls with a 0.02 s floor: 20 warm-up calls, not the 10-iteration minimum.
+    fake = ScriptedClock([1e-3] * 25)
+    config = MeasureConfig(runs=5, warmup_iters=10, warmup_s=0.02, max_attempts=1)
+    m = time_callable(fake.fn, config, clock=fake.clock)
+    assert m.warmup_iters == 20 and m.warmup_s == pytest.approx(0.02)
+    # And a slow call cannot end the warm-up before the iteration count.
+    fake = ScriptedClock([1.0] * 15)
+    m = time_callable(fake.fn, config, clock=fake.clock)
+    assert m.warmup_iters == 10
+
+
+def test_a_noisy_measurement_is_repeated_until_quiet():
+    noisy = [1e-3, 1e-3, 5e-3, 1e-3, 9e-3]  # IQR/median 400%
+    quiet = [2e-3] * 5
+    fake = ScriptedClock([1e-3, *noisy, 1e-3, *quiet])  # each attempt warms up first
+    config = MeasureConfig(runs=5, warmup_iters=1, warmup_s=0.0, max_attempts=3)
+    m = time_callable(fake.fn, config, clock=fake.clock)
+    assert m.attempts == 2 and not m.noisy
+    assert m.median_ms == pytest.approx(2.0) and m.iqr_ms == pytest.approx(0.0)
+
+
+def test_when_every_attempt_is_noisy_the_quietest_is_kept_and_flagged():
+    a = [1e-3, 1e-3, 9e-3, 1e-3, 9e-3]  # median 1, IQR 8
+    b = [2e-3, 2e-3, 3e-3, 2e-3, 3e-3]  # median 2, IQR 1: quietest
+    c = [4e-3, 4e-3, 8e-3, 4e-3, 8e-3]  # median 4, IQR 4
+    fake = ScriptedClock([1e-3, *a, 1e-3, *b, 1e-3, *c])
+    config = MeasureConfig(runs=5, warmup_iters=1, warmup_s=0.0, max_attempts=3)
+    m = time_callable(fake.fn, config, clock=fake.clock)
+    assert m.attempts == 3 and m.noisy
+    assert m.median_ms == pytest.approx(2.0) and m.rel_iqr == pytest.approx(0.5)
+
+
+class ScriptedProbe:
+    """Reports a scripted share of CPU (cores) used by other processes per attempt."""
+
+    def __init__(self, foreign: list[float]):
+        self.foreign = iter(foreign)
+
+    def snapshot(self) -> None:
+        return None
+
+    def foreign_cores(self, start) -> float:
+        return next(self.foreign)
+
+
+def test_a_contended_attempt_is_waited_out_and_measured_again():
+    slow, clean = [8e-3] * 5, [2e-3] * 5  # another job slowed every run alike: IQR 0
+    fake = ScriptedClock([1e-3, *slow, 1e-3, *clean])
+    waits: list[float] = []
+    config = MeasureConfig(runs=5, warmup_iters=1, warmup_s=0.0, contention_wait_s=3.0)
+    m = time_callable(
+        fake.fn, config, clock=fake.clock, probe=ScriptedProbe([1.5, 0.0]), sleep=waits.append
+    )
+    assert waits == [3.0]
+    assert m.attempts == 2 and not m.contended and m.median_ms == pytest.approx(2.0)
+
+
+def test_contention_that_never_ends_is_bounded_and_flagged():
+    runs = [[6e-3] * 5, [3e-3] * 5, [9e-3] * 5]
+    fake = ScriptedClock([x for r in runs for x in [1e-3, *r]])
+    waits: list[float] = []
+    config = MeasureConfig(runs=5, warmup_iters=1, warmup_s=0.0, max_waits=2)
+    m = time_callable(
+        fake.fn, config, clock=fake.clock, probe=ScriptedProbe([1.0, 0.9, 1.2]), sleep=waits.append
+    )
+    assert len(waits) == 2 and m.attempts == 3
+    assert m.contended and m.foreign_cores == pytest.approx(0.9)
+    assert m.median_ms == pytest.approx(3.0)  # the least disturbed attempt
+
+
+def test_cpu_load_probe_sees_another_busy_process():
+    import subprocess
+    import sys
+
+    from nas.search.measure import CpuLoadProbe
+
+    probe = CpuLoadProbe()
+    if not probe.available:
+        pytest.skip("no /proc/stat here")
+    start = probe.snapshot()
+    busy = subprocess.run(
+        [sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<0.6: pass"],
+        check=True,
+    )
+    assert busy.returncode == 0
+    assert probe.foreign_cores(start) > 0.3
+
+
+def test_short_calls_are_grouped_into_samples_of_min_sample_ms():
+    fake = ScriptedClock([1e-4] * (4 + 3 * 10))  # 0.1 ms calls
+    config = MeasureConfig(runs=3, warmup_iters=4, warmup_s=0.0, min_sample_ms=1.0)
+    m = time_callable(fake.fn, config, clock=fake.clock)
+    assert m.inner == 10
+    assert m.median_ms == pytest.approx(0.1)
+
+
+def test_measurer_sets_threads_and_inference_mode_and_restores_threads():
+    seen = []
+
+    def fn():
+        seen.append((torch.get_num_threads(), torch.is_inference_mode_enabled()))
+
+    before = torch.get_num_threads()
+    measurer = Measurer(
+        Workload(threads=1), MeasureConfig(runs=3, warmup_iters=1, warmup_s=0, max_waits=0)
+    )
+    measurer.measure(fn)
+    assert set(seen) == {(1, True)}
+    assert torch.get_num_threads() == before
+
+
+def test_threads_default_to_all_available_cores_and_are_recorded():
+    workload = Workload()
+    assert workload.threads == available_cores()
+    env = environment(workload)
+    for key in (
+        "cpu_model",
+        "cpu_cores",
+        "threads",
+        "torch",
+        "gpu_name",
+        "gpu_driver",
+        "dtype",
+        "mode",
+        "batch",
+        "seq_len",
+    ):
+        assert key in env
+    assert env["threads"] == available_cores()
+
+
+def test_fingerprint_changes_with_the_workload():
+    base = device_fingerprint(environment(Workload(seq_len=16)))
+    assert base == device_fingerprint(environment(Workload(seq_len=16)))
+    for other in (
+        Workload(seq_len=32),
+        Workload(seq_len=16, batch=2),
+        Workload(seq_len=16, threads=1 if available_cores() > 1 else 2),
+    ):
+        assert device_fingerprint(environment(other)) != base
+
+
+def test_bad_workloads_are_user_errors():
+    with pytest.raises(DeviceError, match="unknown device 'tpu'"):
+        Workload(device="tpu")
+    with pytest.raises(DeviceError, match="graph"):
+        Workload(mode="graph")
+    with pytest.raises(WorkloadError):
+        Workload(batch=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no CUDA device"):
+            Workload(device="cuda").check_available()
+
+
+def test_measure_arch_times_the_extracted_model():
+    space = make_tiny_space()
+    measurer = Measurer(
+        Workload(seq_len=16, threads=1),
+        MeasureConfig(runs=5, warmup_iters=2, warmup_s=0.0, max_waits=0),
+    )
+    m = measurer.measure_arch(space, space.largest())
+    assert m.median_ms > 0 and m.runs == 5 and np.isfinite(m.rel_iqr)
+
+
+def test_random_model_is_seeded_and_not_zero():
+    space = make_tiny_space()
+    arch = space.sample(seed=3)
+    a, b = random_model(space, arch, seed=1), random_model(space, arch, seed=1)
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q), name
+        assert p.abs().sum() > 0, name

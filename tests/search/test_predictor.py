@@ -1,0 +1,141 @@
+"""Vectorized prediction: equal to a per-arch loop, fast, stored as plain JSON."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from conftest import make_tiny_space
+from nas.search.predictor import (
+    ArchEncoder,
+    KernelTable,
+    LatencyPredictor,
+    LinearModel,
+    hat_features,
+    mixer_options,
+)
+from nas.search_space import Arch, LayerArch, SearchSpace
+from nas.search_space.errors import ArchError
+
+
+def _random_predictor(space: SearchSpace, seed: int = 0) -> LatencyPredictor:
+    """A predictor with a random (but valid) kernel table, as a profile would hold."""
+    rng = np.random.default_rng(seed)
+    n_d, n_m = len(space.d_model), len(mixer_options(space))
+    mixer_ms = np.concatenate([rng.uniform(0.1, 2.0, (n_d, n_m)), np.zeros((n_d, 1))], axis=1)
+    for j, key in enumerate(mixer_options(space)):
+        if key[0] == "skip":
+            mixer_ms[:, j] = 0.0
+    ffn_ms = np.concatenate(
+        [rng.uniform(0.1, 2.0, (n_d, len(space.ffn))), np.zeros((n_d, 1))], axis=1
+    )
+    ffn_ms[:, [i for i, f in enumerate(space.ffn) if f == 0]] = 0.0
+    table = KernelTable(rng.uniform(0.05, 0.1, n_d), rng.uniform(0.1, 0.3, n_d), mixer_ms, ffn_ms)
+    return LatencyPredictor(ArchEncoder.for_space(space), table)
+
+
+def _loop_kernel_sum(space: SearchSpace, pred: LatencyPredictor, arch: Arch) -> float:
+    """The kernel sum written as the plainest possible loop over layers."""
+    t, options = pred.table, mixer_options(space)
+    i = space.d_model.index(arch.d_model)
+    total = t.embed_ms[i] + t.exit_ms[i]
+    for layer in arch.layers:
+        total += t.mixer_ms[i, options.index((layer.mixer, layer.heads, layer.window))]
+        total += t.ffn_ms[i, space.ffn.index(layer.ffn)]
+    return total
+
+
+@pytest.fixture
+def fitted() -> tuple[SearchSpace, LatencyPredictor]:
+    space = make_tiny_space()
+    pred = _random_predictor(space)
+    archs = space.sample_many(60, seed=1)
+    rng = np.random.default_rng(2)
+    # Whole-model "measurements": the kernel sum, scaled, plus a per-layer overhead.
+    measured = 1.1 * pred.kernel_sum(archs) + 0.05 * np.array([a.depth for a in archs])
+    measured *= rng.uniform(0.98, 1.02, len(archs))
+    pred.fit_correction(archs, measured)
+    return space, pred
+
+
+def test_vectorized_prediction_equals_a_per_arch_loop(fitted):
+    space, pred = fitted
+    archs = [space.smallest(), space.largest(), *space.sample_many(200, seed=5)]
+    batch = pred.predict(archs)
+    assert batch.shape == (len(archs),)
+    np.testing.assert_allclose(batch, [pred.predict_one(a) for a in archs], rtol=1e-12)
+    np.testing.assert_allclose(
+        pred.kernel_sum(archs), [_loop_kernel_sum(space, pred, a) for a in archs], rtol=1e-12
+    )
+
+
+def test_correction_learns_what_the_kernel_sum_misses(fitted):
+    space, pred = fitted
+    archs = space.sample_many(100, seed=9)
+    truth = 1.1 * pred.kernel_sum(archs) + 0.05 * np.array([a.depth for a in archs])
+    ape_ours = np.abs(pred.predict(archs) - truth) / truth
+    ape_sum = np.abs(pred.kernel_sum(archs) - truth) / truth
+    assert ape_ours.mean() < 0.02 < ape_sum.mean()
+
+
+def test_linear_model_recovers_an_exact_relation():
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.uniform(1, 10, 50), rng.uniform(0, 3, 50), np.ones(50)])
+    coef = np.array([2.0, 0.5, 1.0])
+    model = LinearModel.fit(X, X @ coef, ["a", "b", "const"])
+    np.testing.assert_allclose(model.coef, coef, rtol=1e-3)
+
+
+def test_prediction_is_fast():
+    space = SearchSpace.default()
+    pred = _random_predictor(space)
+    archs = space.sample_many(500, seed=0)
+    pred.fit_correction(archs, pred.kernel_sum(archs) * 1.05 + 0.1)
+    archs = space.sample_many(1_000, seed=1) * 10  # 10,000 archs
+    best = min(_timed(pred.predict, archs) for _ in range(3))
+    assert 10_000 / best >= 10_000, f"{10_000 / best:.0f} archs/s"
+
+
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def test_json_round_trip_predicts_the_same(fitted):
+    space, pred = fitted
+    again = LatencyPredictor.from_dict(json.loads(json.dumps(pred.to_dict())))
+    archs = space.sample_many(50, seed=3)
+    np.testing.assert_array_equal(again.predict(archs), pred.predict(archs))
+
+
+def test_arch_outside_the_profiled_space_is_an_arch_error(fitted):
+    _, pred = fitted
+    with pytest.raises(ArchError, match="outside the profiled space"):
+        pred.predict([Arch(999, (LayerArch("skip"),))])
+    with pytest.raises(ArchError):
+        pred.predict([Arch(16, (LayerArch("attention", heads=7, ffn=0),))])
+
+
+def test_hat_features_have_one_row_per_arch_and_named_columns():
+    space = make_tiny_space()
+    archs = space.sample_many(7, seed=0)
+    X, names = hat_features(space, archs)
+    assert X.shape == (7, len(names))
+    assert names[:2] == ["d_model", "depth"]
+    np.testing.assert_array_equal(X[:, 1], [a.depth for a in archs])
+    np.testing.assert_array_equal(
+        X[:, 1], X[:, [names.index(f"n_{m}") for m in space.mixers]].sum(axis=1)
+    )
+
+
+def test_flops_for_the_baseline_are_fvcores_count():
+    from nas.search.flops import arch_flops
+    from nas.search.predictor import arch_flops_many
+
+    space = make_tiny_space()
+    archs = [space.smallest(), space.largest(), *space.sample_many(3, seed=2)]
+    assert arch_flops_many(space, archs, 1, 16) == [arch_flops(space, a, 1, 16) for a in archs]

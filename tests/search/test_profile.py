@@ -1,0 +1,188 @@
+"""Profiles: built from real measurements, stored as JSON in the cache, keyed by device.
+
+Also the accuracy metrics, checked against numbers computed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import make_tiny_space
+from nas.search.accuracy import (
+    FEATURES,
+    FLOPS,
+    NOISE,
+    OURS,
+    AccuracyReport,
+    build_report,
+    error_metrics,
+    kendall_tau,
+    target_checks,
+)
+from nas.search.fingerprint import Workload, environment
+from nas.search.measure import MeasureConfig
+from nas.search.profile import (
+    Profile,
+    ProfileConfig,
+    ProfileError,
+    cache_dir,
+    check_device,
+    check_profile,
+    get_profile,
+    load_profile,
+    profile_path,
+    total_steps,
+)
+from nas.search_space import Arch
+
+QUICK = MeasureConfig(runs=3, warmup_iters=1, warmup_s=0.0, max_attempts=1, max_waits=0)
+TINY_CONFIG = ProfileConfig(n_train=6, n_holdout=4, measure=QUICK, kernel_measure=QUICK)
+TINY_WORKLOAD = {"seq_len": 8, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def space():
+    return make_tiny_space(d_model=(16,), exits=(1, 2))
+
+
+@pytest.fixture(scope="module")
+def built(space, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    steps = []
+    profile, path, was_built = get_profile(
+        space, Workload(**TINY_WORKLOAD), config=TINY_CONFIG, step=steps.append, root=root
+    )
+    return profile, path, was_built, steps, root
+
+
+# ------------------------------------------------------------------ metrics
+def test_error_metrics_against_hand_computed_numbers():
+    measured = [10.0, 20.0, 40.0, 50.0]
+    predicted = [10.4, 18.0, 44.0, 47.0]  # errors: 4%, 10%, 10%, 6%
+    m = error_metrics(predicted, measured)
+    assert m.n == 4
+    assert m.mape == pytest.approx(7.5)
+    assert m.within_5 == pytest.approx(0.25)
+    assert m.within_10 == pytest.approx(1.0)
+    assert m.max_ape == pytest.approx(10.0)
+    assert m.kendall_tau == pytest.approx(1.0)
+
+
+def test_kendall_tau_by_hand_and_against_scipy():
+    # x order 1 2 3 4; y order 1 3 2 4: one discordant pair of six -> (5 - 1) / 6.
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 6, 40).astype(float)  # with ties
+    y = x + rng.integers(0, 4, 40)
+    assert kendall_tau(x, y) == pytest.approx(stats.kendalltau(x, y).statistic)
+
+
+def test_report_rows_noise_floor_and_targets():
+    archs = make_tiny_space().sample_many(4, seed=0)
+    measured = np.array([10.0, 20.0, 40.0, 50.0])
+    rerun = np.array([10.1, 20.2, 39.6, 50.5])  # 1% each
+    report = build_report(
+        archs,
+        measured,
+        rerun,
+        {OURS: measured * 1.02, FLOPS: measured * 1.3, FEATURES: measured * 0.9},
+    )
+    assert report.rows[NOISE].mape == pytest.approx(1.0)
+    assert report.rows[OURS].mape == pytest.approx(2.0)
+    checks = {name: ok for name, _, _, ok in target_checks(report)}
+    assert all(checks.values()), checks  # 2% <= 4%, 100% within 10%, tau 1, 2 <= 30 / 3
+    again = AccuracyReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again.rows == report.rows
+    assert "noise floor" in report.table() and "MISSED" not in report.table()
+
+
+# ------------------------------------------------------------------ building and the cache
+def test_built_profile_has_table_correction_and_report(built, space):
+    profile, _, was_built, steps, _ = built
+    assert was_built
+    assert len(steps) == total_steps(space, TINY_CONFIG)  # one progress step per measurement
+    table = profile.predictor.table
+    assert np.all(table.embed_ms > 0) and np.all(table.exit_ms > 0)
+    assert np.all(
+        table.mixer_ms[:, :-1][:, [m[0] != "skip" for m in profile.predictor.encoder.mixers]] > 0
+    )
+    assert profile.predictor.correction is not None
+    assert len(profile.train["archs"]) == TINY_CONFIG.n_train + 2  # plus the two extremes
+    report = profile.accuracy
+    assert report.n == TINY_CONFIG.n_holdout
+    assert {OURS, FLOPS, FEATURES, NOISE} <= set(report.rows)
+    # Held out means held out: no report arch was fitted on.
+    train_ids = {Arch.from_json(j).id for j in profile.train["archs"]}
+    assert train_ids and not set(report.arch_ids) & train_ids
+    assert profile.env["threads"] == 1 and profile.env["seq_len"] == 8
+
+
+def test_profile_round_trips_through_the_cache_as_json(built, space):
+    profile, path, _, _, root = built
+    assert path.parent == root and path.suffix == ".json"
+    json.loads(path.read_text())  # plain JSON, nothing to unpickle
+    again, again_path, was_built = get_profile(
+        space, Workload(**TINY_WORKLOAD), config=TINY_CONFIG, root=root
+    )
+    assert not was_built and again_path == path
+    archs = space.sample_many(30, seed=11)
+    np.testing.assert_array_equal(again.predict(archs), profile.predict(archs))
+    assert again.accuracy.rows == profile.accuracy.rows
+
+
+def test_profile_key_changes_with_workload_and_config(space):
+    env = environment(Workload(**TINY_WORKLOAD))
+    path = profile_path(space, env, TINY_CONFIG)
+    assert path != profile_path(space, environment(Workload(seq_len=16, threads=1)), TINY_CONFIG)
+    assert path != profile_path(
+        space, environment(Workload(seq_len=8, batch=2, threads=1)), TINY_CONFIG
+    )
+    assert path != profile_path(space, env, ProfileConfig())
+    assert path != profile_path(make_tiny_space(d_model=(32,), exits=(1, 2)), env, TINY_CONFIG)
+
+
+def test_cache_dir_follows_nas_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path))
+    assert cache_dir() == tmp_path / "profiles"
+    monkeypatch.delenv("NAS_CACHE_DIR")
+    assert cache_dir().parts[-3:] == (".cache", "nas", "profiles")
+
+
+def test_check_measures_unseen_archs_and_is_kept(built, space):
+    profile, *_ = built
+    seen = profile.seen_ids
+    report = check_profile(profile, space, 3)
+    assert report.n == 3 and not set(report.arch_ids) & seen
+    assert profile.checks[-1]["arch_ids"] == report.arch_ids
+    again = Profile.from_dict(json.loads(json.dumps(profile.to_dict())))
+    assert again.checks == profile.checks
+
+
+def test_a_profile_from_another_device_is_refused(built):
+    profile, *_ = built
+    data = json.loads(json.dumps(profile.to_dict()))
+    data["env"]["torch"] = "0.0.1"
+    with pytest.raises(ProfileError, match="another device"):
+        check_device(Profile.from_dict(data))
+
+
+def test_damaged_or_foreign_files_are_profile_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ProfileError, match="unreadable"):
+        load_profile(bad)
+    bad.write_text(json.dumps({"format": "something/else"}))
+    with pytest.raises(ProfileError, match="not a nas.profile/1"):
+        load_profile(bad)
+    bad.write_text(json.dumps({"format": "nas.profile/1"}))
+    with pytest.raises(ProfileError, match="damaged"):
+        load_profile(bad)
+    with pytest.raises(ProfileError, match="no such profile"):
+        load_profile(tmp_path / "missing.json")

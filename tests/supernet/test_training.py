@@ -1,0 +1,191 @@
+"""Supernet training: sandwich rule, distillation, exits, schedule, determinism and exact resume."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nas import Arch, CheckpointError, DataError, DeviceError, LayerArch, Supernet
+from nas.supernet.checkpoint import read_checkpoint
+from nas.supernet.corpus import load_corpus
+from nas.supernet.device import resolve_device
+from nas.supernet.sandwich import distillation, exit_weights, sandwich_step
+from nas.supernet.training import (
+    METRICS_FILE,
+    MetricsLog,
+    TrainConfig,
+    exposure_steps,
+    lr_at,
+    read_manifest,
+    train,
+    usage_key,
+)
+
+TINY = {"batch_size": 2, "seq_len": 16, "eval_batches": 2, "reference_archs": 2, "warmup_steps": 2}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from 2 threads, and OpenMP threads that spin-wait slow
+    # down badly when other jobs share the 2 cores.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def corpus(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    text = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(400))
+    (tmp_path / "code.py").write_text(text)
+    return load_corpus(tmp_path / "code.py", progress=False)
+
+
+def _losses(run_dir):
+    records = MetricsLog(run_dir / METRICS_FILE).read()
+    train_curve = [
+        (r["step"], r["loss_largest"], r["loss_smallest"], r["grad_norm"], r["lr"])
+        for r in records
+        if r["kind"] == "train"
+    ]
+    evals = [(r["step"], r["val_loss"]) for r in records if r["kind"] == "eval"]
+    return train_curve, evals
+
+
+def test_resumed_run_equals_the_uninterrupted_run(tiny_space, corpus, tmp_path):
+    config = TrainConfig(steps=8, checkpoint_every=3, eval_every=4, **TINY)
+    whole = train(tiny_space, corpus, config, tmp_path / "whole", progress=False)
+
+    part = tmp_path / "part"
+    stopped = train(tiny_space, corpus, config, part, progress=False, stop_after=3)
+    assert stopped.step == 3 and read_manifest(part)["status"] == "stopped"
+    # What a kill after step 3's checkpoint leaves behind: records past it, a torn line.
+    with open(part / METRICS_FILE, "a") as f:
+        f.write(json.dumps({"kind": "train", "step": 4, "loss_largest": 0.0}) + "\n")
+        f.write('{"kind": "train", "st')
+    resumed = train(tiny_space, corpus, config, part, resume=True, progress=False)
+
+    assert resumed.step == whole.step == 8
+    assert _losses(part) == _losses(tmp_path / "whole")  # exactly equal, every step
+    assert resumed.val_loss == whole.val_loss
+    a, b = read_checkpoint(whole.checkpoint), read_checkpoint(resumed.checkpoint)
+    assert all(torch.equal(a.model[k], b.model[k]) for k in a.model)
+    assert a.state == b.state  # RNG streams and mixer usage counts too
+
+
+def test_runs_are_deterministic_for_a_seed(tiny_space, corpus, tmp_path):
+    config = TrainConfig(steps=4, eval_every=4, **TINY)
+    train(tiny_space, corpus, config, tmp_path / "a", progress=False)
+    train(tiny_space, corpus, config, tmp_path / "b", progress=False)
+    other = TrainConfig(steps=4, eval_every=4, seed=1, **TINY)
+    train(tiny_space, corpus, other, tmp_path / "c", progress=False)
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+    assert _losses(tmp_path / "a")[0] != _losses(tmp_path / "c")[0]
+
+
+def test_the_supernet_learns(tiny_space, corpus, tmp_path):
+    config = TrainConfig(steps=40, eval_every=20, lr=3e-3, **TINY)
+    result = train(tiny_space, corpus, config, tmp_path / "run", progress=False)
+    first_eval = _losses(tmp_path / "run")[1][0][1]
+    assert result.val_loss["largest"] < math.log(256) - 1.5  # well below uniform, 5.55
+    assert result.val_loss["smallest"] < math.log(256) - 1.0
+    assert result.val_loss["largest"] < first_eval["largest"]
+    manifest = read_manifest(tmp_path / "run")
+    assert manifest["status"] == "complete" and manifest["fingerprint"] == tiny_space.fingerprint
+    assert set(manifest["reference_archs"]) == {"largest", "smallest", "ref0", "ref1"}
+
+
+def test_sandwich_step_runs_largest_smallest_and_k_random_archs_at_every_exit(
+    tiny_space, monkeypatch
+):
+    net = Supernet(tiny_space, seed=0)
+    calls = []
+    original = Supernet.forward
+
+    def spy(self, tokens, arch, exits=None):
+        calls.append((arch, exits))
+        return original(self, tokens, arch, exits=exits)
+
+    monkeypatch.setattr(Supernet, "forward", spy)
+    students = [tiny_space.smallest(), *tiny_space.sample_many(2, seed=3)]
+    x = torch.randint(0, 256, (2, 8))
+    losses = sandwich_step(
+        net, x, x, tiny_space.largest(), students, 0.5, 0.25, torch.device("cpu")
+    )
+    assert [arch for arch, _ in calls] == [tiny_space.largest(), *students]
+    for arch, exits in calls:
+        assert exits == [e for e in tiny_space.exits if e <= arch.depth]
+    assert set(losses) == {"largest", "smallest"}
+    # Every arch's gradient lands in the shared weights, including each exit head used.
+    for e in tiny_space.exits:
+        assert net.exits[str(e)].w_out.grad is not None
+
+
+def test_usage_counts_which_mixer_weights_each_step_trained(tiny_space, corpus, tmp_path):
+    config = TrainConfig(steps=6, **TINY)
+    result = train(tiny_space, corpus, config, tmp_path / "run", progress=False)
+    usage = read_checkpoint(result.checkpoint).state["usage"]
+    largest, smallest = tiny_space.largest(), tiny_space.smallest()
+    for i, layer in enumerate(largest.layers):
+        assert usage[usage_key(i, layer.mixer)] == 6  # the largest runs at every step
+    assert exposure_steps(largest, usage, 6) == exposure_steps(smallest, usage, 6) == 6
+    assert all(0 < n <= 6 for n in usage.values())
+    single = Arch(32, (LayerArch("conv", ffn=32),))
+    assert exposure_steps(single, usage, 6) == usage.get(usage_key(0, "conv"), 0) < 6
+
+
+def test_distillation_is_zero_only_at_the_teacher():
+    logits = torch.randn(2, 5, 256)
+    teacher = torch.log_softmax(logits.flatten(0, 1), dim=-1)
+    assert distillation(logits, teacher).abs() < 1e-5
+    assert distillation(torch.randn(2, 5, 256), teacher) > 0.1
+
+
+def test_exit_weights_favour_the_arch_own_exit():
+    w = exit_weights([1, 2, 3], 0.5)
+    assert w[3] == 2 * w[1] and math.isclose(sum(w.values()), 1.0)
+    assert exit_weights([2], 0.5) == {2: 1.0}
+
+
+def test_lr_warms_up_then_decays_by_cosine():
+    config = TrainConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
+    lrs = [lr_at(s, config) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[9:]))
+    assert lrs[-1] == pytest.approx(1e-4)
+
+
+def test_devices():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_run_folder_guards(tiny_space, corpus, tmp_path):
+    config = TrainConfig(steps=2, **TINY)
+    train(tiny_space, corpus, config, tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="--resume"):
+        train(tiny_space, corpus, config, tmp_path / "run", progress=False)
+    longer = TrainConfig(steps=3, **TINY)
+    with pytest.raises(CheckpointError, match="steps 2 \\(given 3\\)"):
+        train(tiny_space, corpus, longer, tmp_path / "run", resume=True, progress=False)
+
+
+def test_data_must_fit_the_space(tiny_space, tmp_path, monkeypatch):
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    np.save(tmp_path / "wide.npy", np.arange(3000, dtype=np.int32) % 1000)
+    wide = load_corpus(tmp_path / "wide.npy", progress=False)
+    with pytest.raises(DataError, match="beyond the space's vocab_size 256"):
+        train(tiny_space, wide, TrainConfig(steps=1, **TINY), tmp_path / "a", progress=False)
+    (tmp_path / "short.txt").write_text("x = 1\n" * 20)
+    short = load_corpus(tmp_path / "short.txt", progress=False)
+    with pytest.raises(DataError, match="fewer than one window"):
+        train(tiny_space, short, TrainConfig(steps=1, **TINY), tmp_path / "b", progress=False)
