@@ -279,11 +279,16 @@ def measure_kernel_table(
     config: MeasureConfig,
     seed: int = 0,
     step: Step | None = None,
+    instances: int = 4,
 ) -> tuple[KernelTable, list[dict[str, Any]]]:
     """Measure every op of `space` in isolation, through the extracted model's own modules.
 
-    Each op is cut out of a one-layer extracted model (seeded random weights) and called
-    exactly as `StaticModel.forward` calls it, on a fixed (B, T, d) input.
+    Each op is cut out of extracted models (seeded random weights) and called exactly as
+    `StaticModel.forward` calls it, on a fixed (B, T, d) input. One timed call runs
+    `instances` copies of the op with their own weights (blocks chained, as a model
+    chains them) and the entry is its time / `instances`: a single small op's latency
+    depends on where its weights happen to lie in memory by 10-40% on a 2-core CPU,
+    and several copies average that out, as the layers of a real model do.
     """
     options = mixer_options(space)
     n_d = len(space.d_model)
@@ -301,40 +306,62 @@ def measure_kernel_table(
             if kind == "mixer"
             else LayerArch("skip", None, None, choice if kind == "ffn" else 0)
         )
-        model = measurer.prepare(random_model(space, Arch(d, (layer,)), seed))
-        m = _measure_op(kind, model, measurer, measurer.hidden(d, seed), config)
+        fn = _op_call(kind, layer, space, d, measurer, instances, seed)
+        m = measurer.measure(fn, config)
+        ms = m.median_ms / instances
         if kind == "embed":
-            table.embed_ms[i] = m.median_ms
+            table.embed_ms[i] = ms
             label = f"embed d{d}"
         elif kind == "exit":
-            table.exit_ms[i] = m.median_ms
+            table.exit_ms[i] = ms
             label = f"exit d{d}"
         elif kind == "mixer":
-            table.mixer_ms[i, options.index(choice)] = m.median_ms
+            table.mixer_ms[i, options.index(choice)] = ms
             label = f"{layer.mixer} d{d} h{layer.heads} w{layer.window}"
         else:
-            table.ffn_ms[i, space.ffn.index(choice)] = m.median_ms
+            table.ffn_ms[i, space.ffn.index(choice)] = ms
             label = f"ffn d{d} f{choice}"
-        records.append({"op": label, **_record(m)})
+        records.append({"op": label, "instances": instances, **_record(m), "median_ms": ms})
         if step:
             step(f"kernel {label}")
     return table, records
 
 
-def _measure_op(
-    kind: str, model: StaticModel, measurer: Measurer, x: torch.Tensor, config: MeasureConfig
-) -> Measurement:
-    """Time one part of a one-layer model exactly as `StaticModel.forward` calls it.
+def _op_call(
+    kind: str,
+    layer: LayerArch,
+    space: SearchSpace,
+    d: int,
+    measurer: Measurer,
+    instances: int,
+    seed: int,
+) -> Callable[[], Any]:
+    """One call of `instances` copies of an op, each as `StaticModel.forward` calls it.
 
-    x: the (B, T, d) input of a block or of the exit head.
+    Blocks (a mixer or an FFN) run chained, as in a model; embeddings and exit heads of
+    separate models run in turn on the same input.
     """
+    x = measurer.hidden(d, seed)  # (B, T, d)
+    if kind in ("mixer", "ffn"):
+        model = measurer.prepare(random_model(space, Arch(d, (layer,) * instances), seed))
+        blocks, consts = list(model.blocks), model.consts
+
+        def chain() -> torch.Tensor:
+            h = x
+            for block in blocks:
+                h = block(h, consts)  # (B, T, d)
+            return h
+
+        return chain
+    models = [
+        measurer.prepare(random_model(space, Arch(d, (layer,)), seed + j)) for j in range(instances)
+    ]
     if kind == "embed":
-        tokens = measurer.tokens_for(model.consts.vocab_size)  # (B, T)
-        return measurer.measure(lambda: embed(tokens, model.embedding.tensors()), config)
-    if kind == "exit":
-        return measurer.measure(lambda: read_exit(x, model.exit_head.tensors()), config)
-    block, consts = model.blocks[0], model.consts
-    return measurer.measure(lambda: block(x, consts), config)
+        tokens = measurer.tokens_for(space.vocab_size)  # (B, T)
+        tables = [m.embedding for m in models]
+        return lambda: [embed(tokens, t.tensors()) for t in tables]  # each (B, T, d)
+    heads = [m.exit_head for m in models]
+    return lambda: [read_exit(x, h.tensors()) for h in heads]  # each (B, T, V)
 
 
 def _record(m: Measurement) -> dict[str, Any]:

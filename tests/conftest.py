@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
-
-# Ray 2.60 turns token authentication on for local clusters; tests choose explicitly.
+# Set before torch loads OpenMP. Ray 2.60 turns token authentication on for local
+# clusters, so tests choose explicitly. On 2 shared cores, OpenMP's default spin-waiting
+# makes small tensor work up to 100x slower whenever another process is busy; passive
+# waiting keeps the suite's time stable.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from nas.search_space import MIXERS, SearchSpace  # noqa: E402  (after the env is set)
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from nas.search_space import MIXERS, SearchSpace  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def make_tiny_space(causal: bool = True, **overrides) -> SearchSpace:
