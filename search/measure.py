@@ -7,7 +7,10 @@ follow the same protocol (see shared/notes/latency-measurement.md):
 * CPU: the thread count is set explicitly and recorded; the callable runs under
   `torch.inference_mode`; it warms up for at least `warmup_iters` calls and `warmup_s`
   seconds; the figure is the median of at least `runs` timed samples, with IQR/median
-  kept; a measurement whose IQR/median exceeds `max_rel_iqr` is taken again.
+  kept; a measurement whose IQR/median exceeds `max_rel_iqr` is taken again. Each attempt
+  is watched by `MachineProbe`: one made while other processes used the CPU, or while
+  the machine ran slower than its calm speed, is waited out and taken again, and
+  flagged `contended` if the machine never calms down.
 * CUDA: samples are timed with CUDA events on the current stream, each sample
   synchronised before the next so that launch gaps count (they are part of a batch-1
   forward pass). Eager mode times the Python forward; graph mode captures it once in a
@@ -51,9 +54,13 @@ class MeasureConfig:
     max_rel_iqr: float = 0.05  # IQR/median above this counts as noisy and is measured again
     max_attempts: int = 3  # uncontended attempts in all for a noisy measurement
     min_sample_ms: float = 0.0  # group calls until one sample lasts this long (0: one call)
-    max_foreign_cores: float = 0.25  # other processes busier than this (cores) = contended
-    contention_wait_s: float = 2.0  # pause before measuring a contended attempt again
-    max_waits: int = 3  # contended attempts waited out at most, per measurement
+    # An attempt is disturbed if other processes used more CPU than this (cores; with all
+    # cores in use even 0.05 cores of another job can add 30%), or if the reference op
+    # ran this much slower than the machine's calm speed.
+    max_foreign_cores: float = 0.05
+    max_slowdown: float = 0.10
+    disturbed_wait_s: float = 1.0  # first pause before measuring a disturbed attempt again
+    max_waits: int = 4  # disturbed attempts waited out, per measurement (pauses double)
 
     def runs_for(self, device: str) -> int:
         if self.runs is not None:
@@ -74,8 +81,9 @@ class Measurement:
     inner: int  # calls per timed sample (1 unless min_sample_ms asked for more)
     attempts: int  # attempts made (more than 1 when noisy or contended)
     noisy: bool  # the kept attempt's IQR/median is above the threshold
-    contended: bool  # other processes were busy during the kept attempt
+    contended: bool  # the kept attempt was disturbed (other processes, or a slow machine)
     foreign_cores: float  # CPU other processes used during the kept attempt, cores
+    slowdown: float  # how much slower than calm the machine was around it (0.1 = 10%)
     warmup_iters: int  # untimed calls before the kept attempt's timed runs
     warmup_s: float  # seconds those calls took
 
@@ -90,26 +98,44 @@ class Measurement:
         return out
 
 
+@dataclass(frozen=True)
+class Disturbance:
+    """Signs that the machine was disturbed while an attempt ran."""
+
+    foreign_cores: float  # CPU time other processes used per wall second, cores
+    slowdown: float  # a reference op's time over this machine's calm time, minus 1
+
+
 class Probe(Protocol):
-    """Reports how busy the rest of the machine was between `snapshot()` and now."""
+    """Watches the machine around an attempt: `stop(start())` says how disturbed it was."""
 
-    def snapshot(self) -> Any: ...
+    def start(self) -> Any: ...
 
-    def foreign_cores(self, start: Any) -> float: ...
+    def stop(self, token: Any) -> Disturbance: ...
 
 
-class CpuLoadProbe:
-    """CPU time that other processes used while we measured, in cores (Linux /proc/stat).
+class MachineProbe:
+    """Detects the two ways a shared machine spoils a CPU measurement.
 
-    It is the machine's busy time minus this process's own CPU time, per wall second. On
-    a shared machine another job can slow every run alike, leaving the IQR narrow, so
-    a narrow spread alone does not show that a measurement is clean; this does. Where
-    /proc/stat is missing it reports 0 (no evidence either way).
+    * Other processes: the machine's busy time minus this process's own CPU time, per
+      wall second (Linux /proc/stat). With every core in use, another job slows each run
+      alike and leaves the IQR narrow, so a narrow spread alone proves nothing.
+    * A slow machine: on a virtual machine, neighbours on the host slow every core by
+      10-35% for seconds at a time, invisibly to /proc/stat. A fixed reference op (a
+      matmul, ~2 ms) is timed before and after each attempt and compared with the
+      fastest time seen in this process (its calm speed).
+
+    Where /proc/stat is missing the first part reports 0 (no evidence either way).
     """
 
-    def __init__(self) -> None:
-        self.available = os.path.exists("/proc/stat")
-        self.tick_s = 1.0 / os.sysconf("SC_CLK_TCK") if self.available else 0.0
+    def __init__(self, check_speed: bool = True, seed: int = 0):
+        self.has_stat = os.path.exists("/proc/stat")
+        self.tick_s = 1.0 / os.sysconf("SC_CLK_TCK") if self.has_stat else 0.0
+        self.check_speed = check_speed
+        gen = torch.Generator().manual_seed(seed)
+        self._a = torch.randn(256, 384, generator=gen)  # a (T, d)-sized activation
+        self._w = torch.randn(384, 384, generator=gen)
+        self.calm_ms = math.inf  # fastest reference time seen so far
 
     def _busy_s(self) -> float:
         with open("/proc/stat") as f:
@@ -118,19 +144,63 @@ class CpuLoadProbe:
         # steal (the hypervisor running someone else) slows us just as another job does.
         return sum(fields[i] for i in (0, 1, 2, 5, 6, 7) if i < len(fields)) * self.tick_s
 
-    def snapshot(self) -> tuple[float, float, float] | None:
-        if not self.available:
-            return None
-        return time.perf_counter(), self._busy_s(), time.process_time()
+    def reference_ms(self) -> float:
+        """Median of 7 timings of 8 fixed (256 x 384) @ (384 x 384) matmuls, ms."""
+        times = []
+        with torch.inference_mode():
+            for _ in range(7):
+                start = time.perf_counter()
+                for _ in range(8):
+                    torch.mm(self._a, self._w)
+                times.append(time.perf_counter() - start)
+        return float(np.median(times) * 1e3)
 
-    def foreign_cores(self, start: tuple[float, float, float] | None) -> float:
-        if start is None:
+    def _speed(self) -> float:
+        if not self.check_speed:
             return 0.0
-        wall0, busy0, own0 = start
-        wall, busy, own = time.perf_counter(), self._busy_s(), time.process_time()
-        if wall <= wall0:
-            return 0.0
-        return max(0.0, (busy - busy0) - (own - own0)) / (wall - wall0)
+        if math.isinf(self.calm_ms):  # calibrate once: the best of a few readings
+            self.calm_ms = min(self.reference_ms() for _ in range(10))
+        t = self.reference_ms()
+        self.calm_ms = min(self.calm_ms, t)
+        return t
+
+    def start(self) -> tuple[float, float, float, float]:
+        ref = self._speed()
+        busy = self._busy_s() if self.has_stat else 0.0
+        return time.perf_counter(), busy, time.process_time(), ref
+
+    def stop(self, token: tuple[float, float, float, float]) -> Disturbance:
+        wall0, busy0, own0, ref0 = token
+        foreign = 0.0
+        if self.has_stat:
+            wall, busy, own = time.perf_counter(), self._busy_s(), time.process_time()
+            if wall > wall0:
+                foreign = max(0.0, (busy - busy0) - (own - own0)) / (wall - wall0)
+        slowdown = 0.0
+        if self.check_speed:
+            slowdown = max(ref0, self._speed()) / self.calm_ms - 1.0
+        return Disturbance(foreign, slowdown)
+
+
+class WaitBudget:
+    """Seconds a measurer may still spend waiting out disturbances.
+
+    It bounds how long a profile build can stall on a machine that never calms down:
+    once spent, disturbed measurements are kept (the least disturbed attempt) and
+    flagged instead of waited out.
+    """
+
+    def __init__(self, total_s: float = 180.0, sleep: Callable[[float], None] = time.sleep):
+        self.left_s = total_s
+        self.sleep = sleep
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep `seconds` if the budget allows; return whether it did."""
+        if seconds > self.left_s:
+            return False
+        self.sleep(seconds)
+        self.left_s -= seconds
+        return True
 
 
 @contextmanager
@@ -208,8 +278,8 @@ def _attempt(timer, fn, runs: int, inner: int) -> np.ndarray:
 class _Attempt:
     median: float  # ms
     iqr: float  # ms
+    disturbance: Disturbance
     contended: bool
-    foreign: float  # cores
     warm_calls: int
     warm_s: float
 
@@ -224,29 +294,30 @@ def time_callable(
     device: str = "cpu",
     clock: Clock | None = None,
     probe: Probe | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    waits: WaitBudget | None = None,
 ) -> Measurement:
     """Measure `fn()` by the protocol (warm-up, median of runs, repeat when noisy).
 
-    Each attempt warms up, then times `runs` samples. An attempt during which other
-    processes used more than `max_foreign_cores` is contended: after a pause it is made
-    again (at most `max_waits` times). An uncontended attempt with IQR/median above
-    `max_rel_iqr` is noisy and is made again (at most `max_attempts` in all). The kept
-    attempt is the quietest uncontended one, else the fastest contended one (the least
-    disturbed), flagged.
+    Each attempt warms up, then times `runs` samples. An attempt that `probe` finds
+    disturbed (see `MachineProbe`) is made again after a pause that doubles each time
+    (at most `max_waits` pauses, within the `waits` budget). An undisturbed attempt with
+    IQR/median above `max_rel_iqr` is noisy and is made again (at most `max_attempts`
+    undisturbed attempts). The kept attempt is the quietest undisturbed one, else the
+    fastest disturbed one (the least disturbed), flagged `contended`.
 
     The caller sets threads, inference mode and the device; `Measurer` does all three.
-    `clock` (seconds), `probe` and `sleep` are injectable for tests.
+    `clock` (seconds), `probe` and `waits` (with its sleep) are injectable for tests.
     """
     runs = config.runs_for(device)
     if runs < 1 or config.max_attempts < 1:
         raise ValueError(f"need runs >= 1 and max_attempts >= 1, got {runs}, {config.max_attempts}")
     timer = _CudaTimer() if device == "cuda" else _CpuTimer(clock or time.perf_counter)
+    waits = waits or WaitBudget(math.inf)
     inner = 0  # calibrated on the first warm-up
     done: list[_Attempt] = []
-    waits = 0
+    paused = 0
     while True:
-        start = probe.snapshot() if probe else None
+        token = probe.start() if probe else None
         calls, warm_s = _warm_up(timer, fn, config.warmup_iters, config.warmup_s)
         if inner == 0:
             inner = 1
@@ -254,18 +325,20 @@ def time_callable(
                 per_call_ms = warm_s / calls * 1e3
                 inner = max(1, math.ceil(config.min_sample_ms / max(per_call_ms, 1e-6)))
         q1, median, q3 = np.percentile(_attempt(timer, fn, runs, inner), [25, 50, 75])
-        foreign = probe.foreign_cores(start) if probe else 0.0
-        contended = foreign > config.max_foreign_cores
-        attempt = _Attempt(float(median), float(q3 - q1), contended, foreign, calls, warm_s)
+        seen = probe.stop(token) if probe else Disturbance(0.0, 0.0)
+        contended = (
+            seen.foreign_cores > config.max_foreign_cores or seen.slowdown > config.max_slowdown
+        )
+        attempt = _Attempt(float(median), float(q3 - q1), seen, contended, calls, warm_s)
         done.append(attempt)
-        if attempt.contended and waits < config.max_waits:
-            waits += 1
-            sleep(config.contention_wait_s)
-            continue
-        quiet = [a for a in done if not a.contended]
-        if attempt.contended or attempt.rel <= config.max_rel_iqr:
+        if contended:
+            if paused < config.max_waits and waits.wait(config.disturbed_wait_s * 2**paused):
+                paused += 1
+                continue
             break
-        if len(quiet) >= config.max_attempts:
+        if attempt.rel <= config.max_rel_iqr:
+            break
+        if sum(not a.contended for a in done) >= config.max_attempts:
             break
     quiet = [a for a in done if not a.contended]
     kept = min(quiet, key=lambda a: a.rel) if quiet else min(done, key=lambda a: a.median)
@@ -277,7 +350,8 @@ def time_callable(
         attempts=len(done),
         noisy=bool(kept.rel > config.max_rel_iqr),
         contended=kept.contended,
-        foreign_cores=kept.foreign,
+        foreign_cores=kept.disturbance.foreign_cores,
+        slowdown=kept.disturbance.slowdown,
         warmup_iters=kept.warm_calls,
         warmup_s=kept.warm_s,
     )
@@ -318,14 +392,19 @@ class Measurer:
         clock: Clock | None = None,
         seed: int = 0,
         probe: Probe | None = None,
+        waits: WaitBudget | None = None,
     ):
         workload.check_available()
         self.workload = workload
         self.config = config or MeasureConfig()
         self.clock = clock
-        # The contention probe is on unless a fake clock is in use (a fake clock's
-        # attempts take no wall time, so the machine's load over them means nothing).
-        self.probe = probe if probe is not None or clock is not None else CpuLoadProbe()
+        # The probe is on unless a fake clock is in use (a fake clock's attempts take no
+        # wall time, so the machine's state over them means nothing). On CUDA only the
+        # host's load is watched: the reference op would time the CPU, not the GPU.
+        if probe is None and clock is None:
+            probe = MachineProbe(check_speed=workload.device == "cpu")
+        self.probe = probe
+        self.waits = waits or WaitBudget()
         self.device = torch.device(workload.device)
         gen = torch.Generator().manual_seed(seed)
         # Created once, on the device, outside every timed region.
@@ -354,7 +433,9 @@ class Measurer:
         with torch_threads(self.workload.threads), torch.inference_mode():
             if self.workload.mode == "graph":
                 fn = _capture_graph(fn)
-            return time_callable(fn, config, self.workload.device, self.clock, self.probe)
+            return time_callable(
+                fn, config, self.workload.device, self.clock, self.probe, self.waits
+            )
 
     def measure_model(self, model: nn.Module, config: MeasureConfig | None = None) -> Measurement:
         """One forward pass of `model(tokens)` on the workload's fixed tokens."""

@@ -13,6 +13,7 @@ fvcore FLOPs and a linear fit on HAT-style architecture features.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -118,63 +119,100 @@ def _mixer_families(mixers: Sequence[MixerKey]) -> list[str]:
     return [name for name in MIXERS if any(m[0] == name for m in mixers)]
 
 
-def correction_features(
-    table: KernelTable, codes: ArchCodes, encoder: ArchEncoder
-) -> tuple[np.ndarray, list[str]]:
-    """(n, k) design matrix of the correction, and the column names.
+ENTRY, SHARED = 1, 0  # penalty groups of the correction's columns (see LinearModel.fit)
 
-    Columns: embed+exit ms; per mixer family the summed isolated ms of its layers; the
-    summed FFN ms; per mixer family its layer count; the count of layers with an FFN; 1.
-    The first group carries the kernel sum (their coefficients start at 1), the counts
-    carry per-layer overheads that only show up inside a whole model.
+
+@dataclass(frozen=True)
+class Design:
+    """The correction's design matrix for some archs, with what each column means."""
+
+    X: np.ndarray  # (n, k) features
+    names: list[str]  # (k,) column names
+    groups: np.ndarray  # (k,) ENTRY or SHARED
+    prior: np.ndarray  # (k,) coefficients of the plain kernel sum (1 on entries, 0 elsewhere)
+
+
+def correction_design(table: KernelTable, codes: ArchCodes, encoder: ArchEncoder) -> Design:
+    """The features the correction is fitted on, for archs given as codes.
+
+    ENTRY columns, one per kernel-table entry: the ms that entry contributes to the arch
+    (its isolated latency times how often the arch uses it). With coefficients of 1 they
+    sum to the kernel sum; a fitted coefficient of 1.1 says "this op runs 10% slower in a
+    whole model than alone", or that its isolated figure was measured 10% low.
+
+    SHARED columns, for what is common to many entries: the summed ms of each mixer
+    family, of the FFNs and of embedding + exit (a family-wide scale); the count of
+    layers of each mixer family and with an FFN (per-layer overheads that only appear
+    inside a model); and a one-hot of the width (per-width fixed costs).
     """
-    families = _mixer_families(encoder.mixers)
-    family_of = np.array([families.index(m[0]) for m in encoder.mixers] + [-1])  # sentinel -1
-    has_ffn = np.array([f > 0 for f in encoder.ffn] + [False])  # sentinel: no FFN
-    d = codes.d_idx
+    n, d = len(codes), codes.d_idx
+    n_d, n_m = table.mixer_ms.shape
+    n_f = table.ffn_ms.shape[1]
+    depth = codes.mixer_idx.shape[1]
+    rows = np.repeat(np.arange(n), depth)
     mix_ms = table.mixer_ms[d[:, None], codes.mixer_idx]  # (n, L)
     ffn_ms = table.ffn_ms[d[:, None], codes.ffn_idx]  # (n, L)
+    entry_mix = np.zeros((n, n_d * n_m))
+    np.add.at(entry_mix, (rows, (d[:, None] * n_m + codes.mixer_idx).ravel()), mix_ms.ravel())
+    entry_ffn = np.zeros((n, n_d * n_f))
+    np.add.at(entry_ffn, (rows, (d[:, None] * n_f + codes.ffn_idx).ravel()), ffn_ms.ravel())
+    entry_ends = np.zeros((n, n_d))
+    entry_ends[np.arange(n), d] = table.embed_ms[d] + table.exit_ms[d]
+
+    families = _mixer_families(encoder.mixers)
+    family_of = np.array([families.index(m[0]) for m in encoder.mixers] + [-1])  # sentinel -1
     fam = family_of[codes.mixer_idx]  # (n, L)
-    cols = [table.embed_ms[d] + table.exit_ms[d]]
-    names = ["embed_exit_ms"]
-    for j, name in enumerate(families):
-        if name != "skip":  # a skip layer runs no mixer kernel
-            cols.append(np.where(fam == j, mix_ms, 0.0).sum(axis=1))
-            names.append(f"{name}_ms")
-    cols.append(ffn_ms.sum(axis=1))
-    names.append("ffn_ms")
-    for j, name in enumerate(families):
-        cols.append((fam == j).sum(axis=1).astype(np.float64))
-        names.append(f"n_{name}")
-    cols.append(has_ffn[codes.ffn_idx].sum(axis=1).astype(np.float64))
-    names.append("n_ffn")
-    cols.append(np.ones(len(codes)))
-    names.append("const")
-    return np.stack(cols, axis=1), names
+    has_ffn = np.array([f > 0 for f in encoder.ffn] + [False])  # sentinel: no FFN
+    shared = [
+        np.where(fam == j, mix_ms, 0.0).sum(axis=1)
+        for j, name in enumerate(families)
+        if name != "skip"
+    ]
+    shared += [ffn_ms.sum(axis=1), entry_ends.sum(axis=1)]
+    shared += [(fam == j).sum(axis=1).astype(np.float64) for j in range(len(families))]
+    shared += [has_ffn[codes.ffn_idx].sum(axis=1).astype(np.float64)]
+    shared += list(np.eye(n_d)[d].T)
+
+    mixer_label = [f"{m}/h{h}/w{w}" for m, h, w in encoder.mixers] + ["none"]
+    ffn_label = [f"ffn{f}" for f in encoder.ffn] + ["none"]
+    names = [f"ms[d{dd} {mixer_label[j]}]" for dd in encoder.d_model for j in range(n_m)]
+    names += [f"ms[d{dd} {ffn_label[j]}]" for dd in encoder.d_model for j in range(n_f)]
+    names += [f"ms[d{dd} embed+exit]" for dd in encoder.d_model]
+    n_entry = len(names)
+    names += [f"{name}_ms" for name in families if name != "skip"]
+    names += ["ffn_ms", "embed_exit_ms"]
+    names += [f"n_{name}" for name in families] + ["n_ffn"]
+    names += [f"d{dd}" for dd in encoder.d_model]
+    X = np.concatenate([entry_mix, entry_ffn, entry_ends, np.stack(shared, axis=1)], axis=1)
+    groups = np.array([ENTRY] * n_entry + [SHARED] * (len(names) - n_entry))
+    prior = (groups == ENTRY).astype(np.float64)
+    return Design(X, names, groups, prior)
 
 
 @dataclass
 class LinearModel:
-    """y ≈ X @ (prior + coef), fitted for relative error, with a ridge pull towards `prior`.
+    """y ≈ X @ coef, fitted for relative error, with a ridge pull towards a prior.
 
-    The prior lets the correction start from "the kernel sum is right" (coefficient 1 on
-    the ms columns, 0 elsewhere); with few samples it stays there.
+    For the correction, the prior is the plain kernel sum (coefficient 1 on each entry's
+    ms, 0 elsewhere): with few or noisy samples the fit stays close to it.
     """
 
     coef: np.ndarray  # (k,) coefficients on the raw (unscaled) features
     names: list[str]  # (k,) feature names
-    alpha: float  # ridge strength chosen by leave-one-out cross-validation
+    alphas: list[float]  # ridge strength per penalty group, chosen by leave-one-out
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return X @ self.coef
 
     def to_dict(self) -> dict[str, Any]:
-        return {"coef": self.coef.tolist(), "names": list(self.names), "alpha": self.alpha}
+        return {"coef": self.coef.tolist(), "names": list(self.names), "alphas": self.alphas}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LinearModel:
         return cls(
-            np.asarray(data["coef"], dtype=np.float64), list(data["names"]), float(data["alpha"])
+            np.asarray(data["coef"], dtype=np.float64),
+            list(data["names"]),
+            [float(a) for a in data["alphas"]],
         )
 
     @classmethod
@@ -184,36 +222,47 @@ class LinearModel:
         y: np.ndarray,
         names: Sequence[str],
         prior: np.ndarray | None = None,
-        alphas: Sequence[float] = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0),
+        groups: np.ndarray | None = None,
+        grid: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e2, 1e6),
     ) -> LinearModel:
-        """Fit minimising sum(((X b - y) / y)^2) + alpha * |scaled(b - prior)|^2.
+        """Fit minimising sum(((X b - y) / y)^2) + sum_g alpha_g |scaled(b_g - prior_g)|^2.
 
         Dividing each row by its target makes the fit minimise relative error, the error
-        the accuracy report scores. Columns are scaled to unit RMS so one alpha fits all;
-        alpha is picked by exact leave-one-out error of the relative residuals.
+        the accuracy report scores. SHARED columns (group 0, the default) are scaled to
+        unit RMS so that one alpha suits them all; ENTRY columns (group 1) are not, so
+        their penalty is on the relative change of each entry. One alpha per group is
+        picked from `grid` by the exact leave-one-out error of the relative residuals.
         """
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
         if len(y) == 0 or np.any(y <= 0):
             raise ValueError("need at least one positive target latency")
-        prior = np.zeros(X.shape[1]) if prior is None else np.asarray(prior, dtype=np.float64)
+        k = X.shape[1]
+        prior = np.zeros(k) if prior is None else np.asarray(prior, dtype=np.float64)
+        groups = np.full(k, SHARED) if groups is None else np.asarray(groups)
         Xw = X / y[:, None]  # relative-error rows
-        rw = 1.0 - Xw @ prior  # residual target after the prior, relative
-        scale = np.sqrt((Xw**2).mean(axis=0))
+        rw = 1.0 - Xw @ prior  # what the prior leaves unexplained, relative
+        scale = np.where(groups == SHARED, np.sqrt((Xw**2).mean(axis=0)), 1.0)
         scale[scale == 0] = 1.0
         Z = Xw / scale
-        best: tuple[float, float, np.ndarray] | None = None
-        for alpha in alphas:
-            A = Z.T @ Z + alpha * np.eye(Z.shape[1])
-            A_inv = np.linalg.pinv(A)
-            beta = A_inv @ Z.T @ rw
-            hat_diag = np.einsum("ij,jk,ik->i", Z, A_inv, Z)
-            resid = (rw - Z @ beta) / np.clip(1.0 - hat_diag, 1e-6, None)  # LOO residuals
-            loo = float(np.mean(resid**2))
-            if best is None or loo < best[0]:
-                best = (loo, alpha, beta)
-        _, alpha, beta = best
-        return cls(prior + beta / scale, list(names), float(alpha))
+        present = sorted(set(groups.tolist()))
+        gram, target = Z.T @ Z, Z.T @ rw
+        best: tuple[float, list[float], np.ndarray] | None = None
+        for alphas in itertools.product(grid, repeat=len(present)):
+            penalty = np.zeros(k)
+            for g, a in zip(present, alphas, strict=True):
+                penalty[groups == g] = a
+            A_inv = np.linalg.pinv(gram + np.diag(penalty))
+            beta = A_inv @ target
+            hat = np.einsum("ij,jk,ik->i", Z, A_inv, Z)
+            # Leave-one-out residuals; a point the fit cannot leave out (leverage near 1)
+            # is capped rather than allowed to dominate the choice.
+            loo = (rw - Z @ beta) / np.clip(1.0 - hat, 0.05, None)
+            score = float(np.mean(loo**2))
+            if best is None or score < best[0]:
+                best = (score, [float(a) for a in alphas], beta)
+        _, alphas, beta = best
+        return cls(prior + beta / scale, list(names), alphas)
 
 
 class LatencyPredictor:
@@ -236,9 +285,9 @@ class LatencyPredictor:
         layers = t.mixer_ms[d[:, None], codes.mixer_idx] + t.ffn_ms[d[:, None], codes.ffn_idx]
         return t.embed_ms[d] + t.exit_ms[d] + layers.sum(axis=1)
 
-    def features(self, archs: Sequence[Arch] | ArchCodes) -> tuple[np.ndarray, list[str]]:
+    def design(self, archs: Sequence[Arch] | ArchCodes) -> Design:
         codes = archs if isinstance(archs, ArchCodes) else self.codes(archs)
-        return correction_features(self.table, codes, self.encoder)
+        return correction_design(self.table, codes, self.encoder)
 
     def predict(self, archs: Sequence[Arch] | ArchCodes) -> np.ndarray:
         """(n,) predicted latency of each arch, ms; the kernel sum if no correction is fitted.
@@ -248,19 +297,20 @@ class LatencyPredictor:
         codes = archs if isinstance(archs, ArchCodes) else self.codes(archs)
         if self.correction is None:
             return self.kernel_sum(codes)
-        X, _ = self.features(codes)
         # A correction never predicts below a tenth of the kernel sum: a safety floor for
         # archs far outside the fitted range, which would otherwise go negative.
-        return np.maximum(self.correction.predict(X), 0.1 * self.kernel_sum(codes))
+        fitted = self.correction.predict(self.design(codes).X)
+        return np.maximum(fitted, 0.1 * self.kernel_sum(codes))
 
     def predict_one(self, arch: Arch) -> float:
         return float(self.predict([arch])[0])
 
     def fit_correction(self, archs: Sequence[Arch], measured_ms: np.ndarray) -> LinearModel:
         """Fit the correction on whole-model measurements (ms) of `archs`; keep and return it."""
-        X, names = self.features(archs)
-        prior = np.array([1.0 if n.endswith("_ms") else 0.0 for n in names])
-        self.correction = LinearModel.fit(X, np.asarray(measured_ms), names, prior)
+        design = self.design(archs)
+        self.correction = LinearModel.fit(
+            design.X, np.asarray(measured_ms), design.names, design.prior, design.groups
+        )
         return self.correction
 
     def to_dict(self) -> dict[str, Any]:

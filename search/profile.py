@@ -12,8 +12,8 @@ A profile has two parts and a report:
 
 It is stored as one JSON file (never a pickle) in the cache directory
 (`$NAS_CACHE_DIR/profiles`, default `~/.cache/nas/profiles`), named by a key that hashes
-the device fingerprint and the space, so it is reused whenever both match and never
-otherwise.
+the device fingerprint (machine, software, workload), the space and the build config, so
+it is reused whenever all match and never otherwise.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import torch
 
 from nas.search_space import Arch, LayerArch, SearchSpace
 from nas.search_space.errors import NasError
-from nas.supernet import StaticModel
 from nas.supernet.atomic import atomic_write_json
 from nas.supernet.network import embed, read_exit
 
@@ -82,6 +81,7 @@ class ProfileConfig:
     # Isolated ops can take tens of microseconds, so each timed sample groups calls up
     # to 1 ms: the median then is not dominated by timer jitter.
     kernel_measure: MeasureConfig = field(default_factory=lambda: MeasureConfig(min_sample_ms=1.0))
+    kernel_instances: int = 4  # copies of an op per timed call (see measure_kernel_table)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +90,7 @@ class ProfileConfig:
             "seed": self.seed,
             "measure": self.measure.to_dict(),
             "kernel_measure": self.kernel_measure.to_dict(),
+            "kernel_instances": self.kernel_instances,
         }
 
     @classmethod
@@ -100,6 +101,7 @@ class ProfileConfig:
             seed=int(data["seed"]),
             measure=MeasureConfig(**data["measure"]),
             kernel_measure=MeasureConfig(**data["kernel_measure"]),
+            kernel_instances=int(data["kernel_instances"]),
         )
 
 
@@ -299,7 +301,12 @@ def measure_kernel_table(
         ffn_ms=np.zeros((n_d, len(space.ffn) + 1)),
     )
     records: list[dict[str, Any]] = []
-    for kind, d, choice in kernel_plan(space):
+    # In a seeded random order: when the machine drifts (a slow spell on a shared host),
+    # the entries it hits are scattered over widths and mixers instead of forming a block
+    # that would bias every arch of one width alike; the correction averages them out.
+    plan = kernel_plan(space)
+    order = np.random.default_rng([seed, 4]).permutation(len(plan))
+    for kind, d, choice in (plan[i] for i in order):
         i = space.d_model.index(d)
         layer = (
             LayerArch(choice[0], choice[1], choice[2], 0)
@@ -367,7 +374,17 @@ def _op_call(
 def _record(m: Measurement) -> dict[str, Any]:
     return {
         k: m.to_dict()[k]
-        for k in ("median_ms", "rel_iqr", "runs", "inner", "attempts", "noisy", "contended")
+        for k in (
+            "median_ms",
+            "rel_iqr",
+            "runs",
+            "inner",
+            "attempts",
+            "noisy",
+            "contended",
+            "foreign_cores",
+            "slowdown",
+        )
     }
 
 
@@ -457,7 +474,9 @@ def build_profile(
     start = time.perf_counter()
     env = environment(workload)
     measurer = Measurer(workload, config.measure, seed=config.seed)
-    table, kernels = measure_kernel_table(space, measurer, config.kernel_measure, config.seed, step)
+    table, kernels = measure_kernel_table(
+        space, measurer, config.kernel_measure, config.seed, step, config.kernel_instances
+    )
     predictor = LatencyPredictor(ArchEncoder.for_space(space), table)
 
     # Separate seeded streams for fitting and holding out; the extremes anchor the fit at

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +18,15 @@ from nas.search.fingerprint import (
     device_fingerprint,
     environment,
 )
-from nas.search.measure import MeasureConfig, Measurer, random_model, time_callable
+from nas.search.measure import (
+    Disturbance,
+    MachineProbe,
+    MeasureConfig,
+    Measurer,
+    WaitBudget,
+    random_model,
+    time_callable,
+)
 from nas.search_space.errors import DeviceError
 
 
@@ -90,59 +102,73 @@ def test_when_every_attempt_is_noisy_the_quietest_is_kept_and_flagged():
 
 
 class ScriptedProbe:
-    """Reports a scripted share of CPU (cores) used by other processes per attempt."""
+    """Reports a scripted disturbance per attempt: (foreign cores, slowdown)."""
 
-    def __init__(self, foreign: list[float]):
-        self.foreign = iter(foreign)
+    def __init__(self, seen: list[tuple[float, float]]):
+        self.seen = iter(seen)
 
-    def snapshot(self) -> None:
+    def start(self) -> None:
         return None
 
-    def foreign_cores(self, start) -> float:
-        return next(self.foreign)
+    def stop(self, token) -> Disturbance:
+        return Disturbance(*next(self.seen))
 
 
-def test_a_contended_attempt_is_waited_out_and_measured_again():
+def test_a_disturbed_attempt_is_waited_out_and_measured_again():
     slow, clean = [8e-3] * 5, [2e-3] * 5  # another job slowed every run alike: IQR 0
-    fake = ScriptedClock([1e-3, *slow, 1e-3, *clean])
-    waits: list[float] = []
-    config = MeasureConfig(runs=5, warmup_iters=1, warmup_s=0.0, contention_wait_s=3.0)
+    fake = ScriptedClock([1e-3, *slow, 1e-3, *slow, 1e-3, *clean])
+    pauses: list[float] = []
+    config = MeasureConfig(runs=5, warmup_iters=1, warmup_s=0.0, disturbed_wait_s=3.0)
+    probe = ScriptedProbe([(1.5, 0.0), (0.0, 0.3), (0.0, 0.02)])  # busy, then slow, then calm
     m = time_callable(
-        fake.fn, config, clock=fake.clock, probe=ScriptedProbe([1.5, 0.0]), sleep=waits.append
+        fake.fn, config, clock=fake.clock, probe=probe, waits=WaitBudget(sleep=pauses.append)
     )
-    assert waits == [3.0]
-    assert m.attempts == 2 and not m.contended and m.median_ms == pytest.approx(2.0)
+    assert pauses == [3.0, 6.0]  # each pause doubles
+    assert m.attempts == 3 and not m.contended and m.median_ms == pytest.approx(2.0)
+    assert m.slowdown == pytest.approx(0.02)
 
 
-def test_contention_that_never_ends_is_bounded_and_flagged():
+def test_disturbance_that_never_ends_is_bounded_and_flagged():
     runs = [[6e-3] * 5, [3e-3] * 5, [9e-3] * 5]
     fake = ScriptedClock([x for r in runs for x in [1e-3, *r]])
-    waits: list[float] = []
+    pauses: list[float] = []
     config = MeasureConfig(runs=5, warmup_iters=1, warmup_s=0.0, max_waits=2)
+    probe = ScriptedProbe([(1.0, 0.0), (0.9, 0.0), (1.2, 0.0)])
     m = time_callable(
-        fake.fn, config, clock=fake.clock, probe=ScriptedProbe([1.0, 0.9, 1.2]), sleep=waits.append
+        fake.fn, config, clock=fake.clock, probe=probe, waits=WaitBudget(sleep=pauses.append)
     )
-    assert len(waits) == 2 and m.attempts == 3
+    assert len(pauses) == 2 and m.attempts == 3
     assert m.contended and m.foreign_cores == pytest.approx(0.9)
     assert m.median_ms == pytest.approx(3.0)  # the least disturbed attempt
 
 
-def test_cpu_load_probe_sees_another_busy_process():
-    import subprocess
-    import sys
-
-    from nas.search.measure import CpuLoadProbe
-
-    probe = CpuLoadProbe()
-    if not probe.available:
-        pytest.skip("no /proc/stat here")
-    start = probe.snapshot()
-    busy = subprocess.run(
-        [sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<0.6: pass"],
-        check=True,
+def test_the_wait_budget_bounds_the_pauses():
+    fake = ScriptedClock([1e-3] * 100)
+    pauses: list[float] = []
+    config = MeasureConfig(runs=5, warmup_iters=1, warmup_s=0.0, disturbed_wait_s=1.0)
+    probe = ScriptedProbe([(1.0, 0.0)] * 10)
+    m = time_callable(
+        fake.fn, config, clock=fake.clock, probe=probe, waits=WaitBudget(2.5, sleep=pauses.append)
     )
-    assert busy.returncode == 0
-    assert probe.foreign_cores(start) > 0.3
+    assert pauses == [1.0]  # the 2 s pause would overrun the 2.5 s budget
+    assert m.attempts == 2 and m.contended
+
+
+def test_machine_probe_sees_another_busy_process():
+    probe = MachineProbe(check_speed=False)
+    if not probe.has_stat:
+        pytest.skip("no /proc/stat here")
+    token = probe.start()
+    code = "import time\nt = time.time()\nwhile time.time() - t < 0.6: pass"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert probe.stop(token).foreign_cores > 0.3
+
+
+def test_machine_probe_measures_speed_against_its_calm_reference():
+    probe = MachineProbe()
+    seen = probe.stop(probe.start())
+    assert 0 < probe.calm_ms < math.inf
+    assert seen.slowdown >= 0.0
 
 
 def test_short_calls_are_grouped_into_samples_of_min_sample_ms():

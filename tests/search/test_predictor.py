@@ -139,3 +139,24 @@ def test_flops_for_the_baseline_are_fvcores_count():
     space = make_tiny_space()
     archs = [space.smallest(), space.largest(), *space.sample_many(3, seed=2)]
     assert arch_flops_many(space, archs, 1, 16) == [arch_flops(space, a, 1, 16) for a in archs]
+
+
+def test_correction_learns_a_mismeasured_kernel_entry():
+    space = make_tiny_space()
+    pred = _random_predictor(space, seed=4)
+    # The truth: one op (attention, d=16, 2 heads) really costs 1.5x its table entry.
+    truth_table = KernelTable(**{k: v.copy() for k, v in vars(pred.table).items()})
+    j = mixer_options(space).index(("attention", 2, None))
+    truth_table.mixer_ms[0, j] *= 1.5
+    truth = LatencyPredictor(pred.encoder, truth_table)
+    fit_archs = space.sample_many(150, seed=6)
+    pred.fit_correction(fit_archs, truth.kernel_sum(fit_archs))
+    archs = [
+        a
+        for a in space.sample_many(400, seed=7)
+        if any(la.mixer == "attention" and la.heads == 2 for la in a.layers) and a.d_model == 16
+    ]
+    true_ms = truth.kernel_sum(archs)
+    ours = np.abs(pred.predict(archs) - true_ms) / true_ms
+    plain = np.abs(pred.kernel_sum(archs) - true_ms) / true_ms
+    assert ours.mean() < 0.3 * plain.mean()
