@@ -70,7 +70,9 @@ def main() -> int:
         f"{len(profile.train['archs'])} measured subnets "
         f"({config.n_train} sampled + smallest + largest)"
     )
-    print(f"measurements taken while other processes kept the CPU busy: {profile.contended}")
+    phases = ", ".join(f"{k} {v:.0f}" for k, v in profile.phases.items())
+    print(f"build phases (s): {phases}")
+    print(f"disturbed measurements (other processes, or a slow spell): {profile.contended}")
     print("\n[report kept in the profile, from its build]")
     print(profile.accuracy.table())
 

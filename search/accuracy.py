@@ -17,7 +17,7 @@ import numpy as np
 
 from nas.search_space import Arch, SearchSpace
 
-from .measure import Measurement, Measurer
+from .measure import Measurement, Measurer, retry_disturbed
 
 # The issue's targets (CPU, batch 1 x 256 tokens).
 TARGET_WITHIN_10 = 0.97  # share of archs within ±10%, at least
@@ -107,7 +107,7 @@ class AccuracyReport:
     rerun_ms: list[float]  # second measurement, ms
     predicted_ms: dict[str, list[float]]  # label -> predictions, ms
     noisy: int = 0  # measurements still above the IQR/median threshold after repeats
-    contended: int = 0  # measurements taken while other processes kept the CPU busy
+    contended: int = 0  # measurements disturbed (other processes, or a slow spell)
     workload: str = ""  # what was measured, for the table's title
     notes: list[str] = field(default_factory=list)
 
@@ -161,8 +161,8 @@ class AccuracyReport:
             lines.append(f"({self.noisy} measurements stayed above the IQR/median threshold)")
         if self.contended:
             lines.append(
-                f"({self.contended} measurements were taken while other processes kept the CPU "
-                "busy: rerun on a quiet machine)"
+                f"({self.contended} measurements were disturbed, by other processes or a slow "
+                "spell of the machine, even after waiting: rerun on a quiet machine)"
             )
         lines.append(
             "targets: "
@@ -221,18 +221,20 @@ def measure_twice(
 
     The reversed second pass means each arch's two figures are taken at different times,
     next to different neighbours, so drift and neighbour effects show up in the noise
-    floor.
+    floor. Disturbed measurements are retried once at the end of their pass.
     """
     first = []
     for arch in archs:
         first.append(measurer.measure_arch(space, arch))
         if step:
             step("held-out, first pass")
+    first = retry_disturbed(first, lambda i: measurer.measure_arch(space, archs[i]))
     rerun: list[Measurement] = [None] * len(archs)  # type: ignore[list-item]
     for i in reversed(range(len(archs))):
         rerun[i] = measurer.measure_arch(space, archs[i])
         if step:
             step("held-out, rerun")
+    rerun = retry_disturbed(rerun, lambda i: measurer.measure_arch(space, archs[i]))
     return first, rerun
 
 

@@ -46,7 +46,7 @@ from .accuracy import (
     measure_twice,
 )
 from .fingerprint import Workload, WorkloadError, device_fingerprint, environment
-from .measure import MeasureConfig, Measurement, Measurer, random_model
+from .measure import MeasureConfig, Measurement, Measurer, random_model, retry_disturbed
 from .predictor import (
     ArchEncoder,
     KernelTable,
@@ -148,6 +148,7 @@ class Profile:
     train: dict[str, Any]  # {"archs": [canonical JSON], "measured_ms": [...]}
     kernels: list[dict[str, Any]]  # one measurement record per kernel-table entry
     build_s: float  # seconds the build took
+    phases: dict[str, float]  # seconds per phase (kernels_s, fit_s, holdout_s, waited_s)
     created: str  # ISO 8601 UTC
     checks: list[dict[str, Any]] = field(default_factory=list)  # later `--check` reports
 
@@ -166,7 +167,7 @@ class Profile:
 
     @property
     def contended(self) -> int:
-        """Measurements in this profile taken while other processes kept the CPU busy."""
+        """Measurements in this profile that stayed disturbed (see measure.MachineProbe)."""
         return (
             sum(bool(k.get("contended")) for k in self.kernels)
             + sum(bool(c) for c in self.train.get("contended", []))
@@ -190,6 +191,7 @@ class Profile:
             "train": self.train,
             "kernels": self.kernels,
             "build_s": self.build_s,
+            "phases": self.phases,
             "created": self.created,
             "checks": self.checks,
         }
@@ -214,6 +216,7 @@ class Profile:
                 train=data["train"],
                 kernels=data["kernels"],
                 build_s=float(data["build_s"]),
+                phases=dict(data.get("phases", {})),
                 created=data["created"],
                 checks=list(data.get("checks", [])),
             )
@@ -306,15 +309,20 @@ def measure_kernel_table(
     # that would bias every arch of one width alike; the correction averages them out.
     plan = kernel_plan(space)
     order = np.random.default_rng([seed, 4]).permutation(len(plan))
-    for kind, d, choice in (plan[i] for i in order):
+
+    def measure_entry(k: int) -> Measurement:
+        kind, d, choice = plan[k]
+        fn = _op_call(kind, _layer_of(kind, choice), space, d, measurer, instances, seed)
+        return measurer.measure(fn, config)
+
+    done: list[Measurement] = [None] * len(plan)  # type: ignore[list-item]  # filled below
+    for k in order.tolist():
+        done[k] = measure_entry(k)
+        if step:
+            step(f"kernel {plan[k][0]} d{plan[k][1]}")
+    for (kind, d, choice), m in zip(plan, retry_disturbed(done, measure_entry), strict=True):
         i = space.d_model.index(d)
-        layer = (
-            LayerArch(choice[0], choice[1], choice[2], 0)
-            if kind == "mixer"
-            else LayerArch("skip", None, None, choice if kind == "ffn" else 0)
-        )
-        fn = _op_call(kind, layer, space, d, measurer, instances, seed)
-        m = measurer.measure(fn, config)
+        layer = _layer_of(kind, choice)
         ms = m.median_ms / instances
         if kind == "embed":
             table.embed_ms[i] = ms
@@ -329,9 +337,14 @@ def measure_kernel_table(
             table.ffn_ms[i, space.ffn.index(choice)] = ms
             label = f"ffn d{d} f{choice}"
         records.append({"op": label, "instances": instances, **_record(m), "median_ms": ms})
-        if step:
-            step(f"kernel {label}")
     return table, records
+
+
+def _layer_of(kind: str, choice: Any) -> LayerArch:
+    """The one-layer arch choice whose block (or ends) a kernel-table entry times."""
+    if kind == "mixer":
+        return LayerArch(choice[0], choice[1], choice[2], 0)
+    return LayerArch("skip", None, None, choice if kind == "ffn" else 0)
 
 
 def _op_call(
@@ -478,6 +491,7 @@ def build_profile(
         space, measurer, config.kernel_measure, config.seed, step, config.kernel_instances
     )
     predictor = LatencyPredictor(ArchEncoder.for_space(space), table)
+    phases = {"kernels_s": time.perf_counter() - start}
 
     # Separate seeded streams for fitting and holding out; the extremes anchor the fit at
     # both ends of the range a search explores.
@@ -489,11 +503,21 @@ def build_profile(
     holdout = fresh_archs(space, config.n_holdout, np.random.default_rng([config.seed, 2]), seen)
 
     fit = measure_archs(space, train, measurer, step, "fit: whole model", config.seed)
+    fit = retry_disturbed(fit, lambda i: measurer.measure_arch(space, train[i], seed=config.seed))
     measured = np.array([m.median_ms for m in fit])
-    predictor.fit_correction(train, measured)
+    # Disturbed measurements are left out of every fit, unless so many are disturbed
+    # that what is left could not support one (then the report's flags say so).
+    trusted = [i for i, m in enumerate(fit) if not m.contended]
+    use = trusted if len(trusted) >= max(10, len(fit) // 2) else list(range(len(fit)))
+    predictor.fit_correction([train[i] for i in use], measured[use])
     flops = arch_flops_many(space, train, workload.batch, workload.seq_len)
-    baselines = _fit_baselines(space, train, flops, measured)
+    baselines = _fit_baselines(
+        space, [train[i] for i in use], [flops[i] for i in use], measured[use]
+    )
+    phases["fit_s"] = time.perf_counter() - start - sum(phases.values())
     accuracy = evaluate(predictor, baselines, space, holdout, measurer, step)
+    phases["holdout_s"] = time.perf_counter() - start - sum(phases.values())
+    phases["waited_s"] = measurer.waits.spent_s
     return Profile(
         key=profile_key(space, env, config),
         config=config,
@@ -508,7 +532,9 @@ def build_profile(
             "rel_iqr": [m.rel_iqr for m in fit],
             "contended": [m.contended for m in fit],
             "flops": flops,
+            "used_in_fit": len(use),
         },
+        phases=phases,
         kernels=kernels,
         build_s=time.perf_counter() - start,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

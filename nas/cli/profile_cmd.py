@@ -216,8 +216,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     )
     if profile.contended:
         print(
-            f"  warning: {profile.contended} of its measurements were taken while other "
-            "processes kept the CPU busy; rebuild with --refresh on a quiet machine"
+            f"  warning: {profile.contended} of its measurements were disturbed (other "
+            "processes, or a slow spell of the machine); rebuild with --refresh when quiet"
         )
     _print_table("build report", profile.accuracy)
     if check is not None:

@@ -22,9 +22,12 @@ from nas.search.measure import (
     Disturbance,
     MachineProbe,
     MeasureConfig,
+    Measurement,
     Measurer,
     WaitBudget,
+    less_disturbed,
     random_model,
+    retry_disturbed,
     time_callable,
 )
 from nas.search_space.errors import DeviceError
@@ -254,3 +257,29 @@ def test_random_model_is_seeded_and_not_zero():
     for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q), name
         assert p.abs().sum() > 0, name
+
+
+def _m(median: float, rel: float = 0.01, contended: bool = False) -> Measurement:
+    return Measurement(median, rel * median, 30, 1, 1, rel > 0.05, contended, 0.0, 0.0, 10, 0.5)
+
+
+def test_less_disturbed_prefers_undisturbed_then_quieter_then_faster():
+    calm, busy = _m(5.0, rel=0.04), _m(4.0, contended=True)
+    assert less_disturbed(busy, calm) is calm and less_disturbed(calm, busy) is calm
+    quieter = _m(6.0, rel=0.01)
+    assert less_disturbed(calm, quieter) is quieter
+    slow_busy = _m(9.0, contended=True)
+    assert less_disturbed(slow_busy, busy) is busy
+
+
+def test_retry_disturbed_measures_only_the_disturbed_again():
+    first = [_m(1.0), _m(9.0, contended=True), _m(3.0)]
+    asked = []
+
+    def measure(i: int) -> Measurement:
+        asked.append(i)
+        return _m(2.0)
+
+    again = retry_disturbed(first, measure)
+    assert asked == [1]
+    assert [m.median_ms for m in again] == [1.0, 2.0, 3.0]
