@@ -138,6 +138,9 @@ def environment(workload: Workload) -> dict[str, Any]:
         "cpu_cores": available_cores(),
         "machine": platform.machine(),
         "torch": torch.__version__,
+        # OpenMP's waiting policy changes CPU timings of small ops by up to ~1.7x here
+        # (passive threads sleep between ops and must be woken).
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "gpu_name": None,
         "gpu_driver": None,
         "cuda": None,

@@ -21,10 +21,11 @@ Latency is one forward pass, in ms, for a fixed (batch, seq_len) workload.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -190,7 +191,7 @@ class WaitBudget:
     flagged instead of waited out.
     """
 
-    def __init__(self, total_s: float = 180.0, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, total_s: float = 90.0, sleep: Callable[[float], None] = time.sleep):
         self.left_s = total_s
         self.spent_s = 0.0
         self.sleep = sleep
@@ -370,6 +371,19 @@ def less_disturbed(a: Measurement, b: Measurement) -> Measurement:
     if a.contended:
         return a if a.median_ms <= b.median_ms else b
     return a if a.rel_iqr <= b.rel_iqr else b
+
+
+def fastest_calm(measurements: Sequence[Measurement]) -> Measurement:
+    """Of several measurements of one thing taken at different times, the most trustworthy.
+
+    The fastest undisturbed one: on a shared host a slow spell can slow every run of one
+    measurement alike (a narrow IQR, and too mild for the probe), but never speeds one
+    up. With none undisturbed, the least disturbed (see `less_disturbed`).
+    """
+    calm = [m for m in measurements if not m.contended]
+    if calm:
+        return min(calm, key=lambda m: m.median_ms)
+    return functools.reduce(less_disturbed, measurements)
 
 
 def retry_disturbed(

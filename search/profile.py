@@ -46,7 +46,14 @@ from .accuracy import (
     measure_twice,
 )
 from .fingerprint import Workload, WorkloadError, device_fingerprint, environment
-from .measure import MeasureConfig, Measurement, Measurer, random_model, retry_disturbed
+from .measure import (
+    MeasureConfig,
+    Measurement,
+    Measurer,
+    fastest_calm,
+    random_model,
+    retry_disturbed,
+)
 from .predictor import (
     ArchEncoder,
     KernelTable,
@@ -80,8 +87,14 @@ class ProfileConfig:
     measure: MeasureConfig = field(default_factory=MeasureConfig)  # whole models
     # Isolated ops can take tens of microseconds, so each timed sample groups calls up
     # to 1 ms: the median then is not dominated by timer jitter.
-    kernel_measure: MeasureConfig = field(default_factory=lambda: MeasureConfig(min_sample_ms=1.0))
+    kernel_measure: MeasureConfig = field(
+        default_factory=lambda: MeasureConfig(min_sample_ms=1.0, max_attempts=2)
+    )
     kernel_instances: int = 4  # copies of an op per timed call (see measure_kernel_table)
+    # Each kernel entry is measured once per pass, the passes minutes apart, and the
+    # fastest undisturbed one is kept: a slow spell of a shared host lasting seconds
+    # would otherwise leave a 10-30% error in the one entry it hit.
+    kernel_passes: int = 2
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +104,7 @@ class ProfileConfig:
             "measure": self.measure.to_dict(),
             "kernel_measure": self.kernel_measure.to_dict(),
             "kernel_instances": self.kernel_instances,
+            "kernel_passes": self.kernel_passes,
         }
 
     @classmethod
@@ -102,6 +116,7 @@ class ProfileConfig:
             measure=MeasureConfig(**data["measure"]),
             kernel_measure=MeasureConfig(**data["kernel_measure"]),
             kernel_instances=int(data["kernel_instances"]),
+            kernel_passes=int(data.get("kernel_passes", 1)),
         )
 
 
@@ -285,6 +300,7 @@ def measure_kernel_table(
     seed: int = 0,
     step: Step | None = None,
     instances: int = 4,
+    passes: int = 1,
 ) -> tuple[KernelTable, list[dict[str, Any]]]:
     """Measure every op of `space` in isolation, through the extracted model's own modules.
 
@@ -293,7 +309,9 @@ def measure_kernel_table(
     `instances` copies of the op with their own weights (blocks chained, as a model
     chains them) and the entry is its time / `instances`: a single small op's latency
     depends on where its weights happen to lie in memory by 10-40% on a 2-core CPU,
-    and several copies average that out, as the layers of a real model do.
+    and several copies average that out, as the layers of a real model do. Every entry
+    is measured once in each of `passes` passes (each in its own random order) and the
+    fastest undisturbed measurement is kept (see `measure.fastest_calm`).
     """
     options = mixer_options(space)
     n_d = len(space.d_model)
@@ -308,18 +326,20 @@ def measure_kernel_table(
     # the entries it hits are scattered over widths and mixers instead of forming a block
     # that would bias every arch of one width alike; the correction averages them out.
     plan = kernel_plan(space)
-    order = np.random.default_rng([seed, 4]).permutation(len(plan))
 
     def measure_entry(k: int) -> Measurement:
         kind, d, choice = plan[k]
         fn = _op_call(kind, _layer_of(kind, choice), space, d, measurer, instances, seed)
         return measurer.measure(fn, config)
 
-    done: list[Measurement] = [None] * len(plan)  # type: ignore[list-item]  # filled below
-    for k in order.tolist():
-        done[k] = measure_entry(k)
-        if step:
-            step(f"kernel {plan[k][0]} d{plan[k][1]}")
+    tries: list[list[Measurement]] = [[] for _ in plan]
+    for p in range(passes):
+        order = np.random.default_rng([seed, 4, p] if p else [seed, 4]).permutation(len(plan))
+        for k in order.tolist():
+            tries[k].append(measure_entry(k))
+            if step:
+                step(f"kernel {plan[k][0]} d{plan[k][1]}")
+    done = [fastest_calm(t) for t in tries]
     for (kind, d, choice), m in zip(plan, retry_disturbed(done, measure_entry), strict=True):
         i = space.d_model.index(d)
         layer = _layer_of(kind, choice)
@@ -421,7 +441,9 @@ def measure_archs(
 # ------------------------------------------------------------------ build and check
 def total_steps(space: SearchSpace, config: ProfileConfig) -> int:
     """How many measurements `build_profile` makes (for a progress bar)."""
-    return len(kernel_plan(space)) + config.n_train + 2 + 2 * config.n_holdout
+    return (
+        config.kernel_passes * len(kernel_plan(space)) + config.n_train + 2 + 2 * config.n_holdout
+    )
 
 
 def _fit_baselines(
@@ -488,7 +510,13 @@ def build_profile(
     env = environment(workload)
     measurer = Measurer(workload, config.measure, seed=config.seed)
     table, kernels = measure_kernel_table(
-        space, measurer, config.kernel_measure, config.seed, step, config.kernel_instances
+        space,
+        measurer,
+        config.kernel_measure,
+        config.seed,
+        step,
+        config.kernel_instances,
+        config.kernel_passes,
     )
     predictor = LatencyPredictor(ArchEncoder.for_space(space), table)
     phases = {"kernels_s": time.perf_counter() - start}

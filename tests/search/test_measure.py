@@ -25,6 +25,7 @@ from nas.search.measure import (
     Measurement,
     Measurer,
     WaitBudget,
+    fastest_calm,
     less_disturbed,
     random_model,
     retry_disturbed,
@@ -283,3 +284,11 @@ def test_retry_disturbed_measures_only_the_disturbed_again():
     again = retry_disturbed(first, measure)
     assert asked == [1]
     assert [m.median_ms for m in again] == [1.0, 2.0, 3.0]
+
+
+def test_fastest_calm_keeps_the_fastest_undisturbed_else_the_least_disturbed():
+    slow, fast, faster_busy = _m(5.0), _m(4.0, rel=0.04), _m(3.0, contended=True)
+    assert fastest_calm([slow, faster_busy, fast]) is fast
+    busy_slow = _m(7.0, contended=True)
+    assert fastest_calm([busy_slow, faster_busy]) is faster_busy
+    assert fastest_calm([slow]) is slow
