@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +28,11 @@ from safetensors.torch import load_file, save_file
 from nas.search_space import SearchSpace
 from nas.search_space.errors import CheckpointError, NasError
 
+from .atomic import atomic_write_with
 from .supernet import Supernet
 
-FORMAT = "nas.supernet-checkpoint/1"
+# Format 2 stores the embedding and exit heads in width chunks (params.ElasticParams).
+FORMAT = "nas.supernet-checkpoint/2"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 _MODEL, _OPTIM = "model.", "optim."
 
@@ -116,6 +116,13 @@ def read_checkpoint(path: str | Path, space: SearchSpace | None = None) -> Check
         ) from None
     meta = header.get("__metadata__") or {}
     if meta.get("format") != FORMAT:
+        found = meta.get("format")
+        if isinstance(found, str) and found.startswith("nas.supernet-checkpoint/"):
+            raise CheckpointError(
+                f"{path}: checkpoint format {found} is from another version of nas "
+                f"(this one reads {FORMAT}); retrain with this version, or use the one that "
+                "wrote it"
+            )
         raise CheckpointError(f"{path}: not a nas supernet checkpoint (expected format {FORMAT})")
     if meta.get("digest") != _digest(tensors, {k: v for k, v in meta.items() if k != "digest"}):
         raise CheckpointError(f"{path}: corrupted checkpoint (contents do not match its digest)")
@@ -231,35 +238,7 @@ def _header(path: Path) -> dict[str, Any]:
 def _atomic_save_file(
     tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path
 ) -> None:
-    """Temp file in the same folder, fsync, rename, fsync the folder (as atomic.py does).
-
-    safetensors writes the file itself here: serialising a large checkpoint to bytes first
-    (for `atomic_write_bytes`) costs several times longer.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform lets a directory be opened.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -54,24 +54,65 @@ def _init_(tensor: torch.Tensor, kind: str, gen: torch.Generator) -> None:
 
 
 class ElasticParams(nn.Module):
-    """Max-size parameters of one part (a mixer, an FFN, a norm) that slice by prefix."""
+    """Max-size parameters of one part (a mixer, an FFN, a norm) that slice by prefix.
 
-    def __init__(self, specs: tuple[ParamSpec, ...], max_dims: Dims, gen: torch.Generator):
+    With `chunks` = (axis name, ascending sizes), every unpacked weight with that axis is
+    stored as one parameter per step between consecutive sizes (named `<name>_<start>`)
+    and joined up to the size asked for. The values are the same as unchunked ones, but
+    a sub-size's gradient then covers only the chunks it used, so its optimizer step and
+    gradient clipping skip the rest. That matters for parts whose other axes are fixed
+    (the embedding and exit heads: vocabulary x d): for the smallest archs, full-size
+    gradients there made up most of a training step's cost beyond its static model's.
+    """
+
+    def __init__(
+        self,
+        specs: tuple[ParamSpec, ...],
+        max_dims: Dims,
+        gen: torch.Generator,
+        chunks: tuple[str, tuple[int, ...]] | None = None,
+    ):
         super().__init__()
         self.specs = specs
+        self.chunk_axis, self.chunk_sizes = chunks if chunks else (None, ())
+        self._chunked: dict[str, int] = {}  # spec name -> position of the chunk axis
         for spec in specs:
             sizes = tuple(max_dims[k] for k in spec.dims)
             shape = (spec.pack, *sizes) if spec.pack > 1 else sizes
-            param = nn.Parameter(torch.empty(shape))
-            _init_(param, spec.init, gen)
-            self.register_parameter(spec.name, param)
+            full = torch.empty(shape)
+            _init_(full, spec.init, gen)
+            if spec.pack == 1 and self.chunk_axis in spec.dims:
+                axis = spec.dims.index(self.chunk_axis)
+                self._chunked[spec.name] = axis
+                for start, part in zip(self._starts(), self._split(full, axis), strict=True):
+                    self.register_parameter(f"{spec.name}_{start}", nn.Parameter(part.clone()))
+            else:
+                self.register_parameter(spec.name, nn.Parameter(full))
+
+    def _starts(self) -> list[int]:
+        return [0, *self.chunk_sizes[:-1]]
+
+    def _split(self, full: torch.Tensor, axis: int) -> list[torch.Tensor]:
+        lengths = [b - a for a, b in zip(self._starts(), self.chunk_sizes, strict=True)]
+        return list(torch.split(full, lengths, dim=axis))
+
+    def _joined(self, name: str, size: int) -> torch.Tensor:
+        """The chunks of weight `name` that make up its first `size` entries, joined."""
+        if size not in self.chunk_sizes:
+            raise ValueError(f"{self.chunk_axis}={size} is not one of {list(self.chunk_sizes)}")
+        n = self.chunk_sizes.index(size) + 1
+        parts = [getattr(self, f"{name}_{start}") for start in self._starts()[:n]]
+        return parts[0] if n == 1 else torch.cat(parts, dim=self._chunked[name])
 
     def tensors(self, dims: Dims) -> dict[str, torch.Tensor]:
-        """Prefix views (copies only where packed parts must be joined) at size `dims`."""
+        """Prefix views (copies only where packed parts or chunks are joined) at size `dims`."""
         out = {}
         for spec in self.specs:
-            full = getattr(self, spec.name)
             prefix = tuple(slice(0, dims[k]) for k in spec.dims)
+            if spec.name in self._chunked:
+                out[spec.name] = self._joined(spec.name, dims[self.chunk_axis])[prefix]
+                continue
+            full = getattr(self, spec.name)
             if spec.pack > 1:
                 part = full[(slice(None), *prefix)]  # (pack, *sizes)
                 out[spec.name] = part.reshape(spec.shape(dims))

@@ -75,12 +75,14 @@ class Supernet(nn.Module):
         self.consts = NetConstants.from_space(space)
         gen = torch.Generator().manual_seed(seed)
         top = self.consts.dims(space.d_model[-1], space.heads[-1], space.ffn[-1])
-        self.embedding = ElasticParams(EMBED_PARAMS, top, gen)
+        # The embedding and exit heads are chunked by model width (see ElasticParams).
+        by_width = ("d", space.d_model)
+        self.embedding = ElasticParams(EMBED_PARAMS, top, gen, chunks=by_width)
         self.blocks = nn.ModuleList(
             [SuperBlock(space, self.consts, gen) for _ in range(space.max_depth)]
         )
         self.exits = nn.ModuleDict(
-            {str(e): ElasticParams(EXIT_PARAMS, top, gen) for e in space.exits}
+            {str(e): ElasticParams(EXIT_PARAMS, top, gen, chunks=by_width) for e in space.exits}
         )
 
     def forward(

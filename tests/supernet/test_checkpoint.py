@@ -106,6 +106,12 @@ def test_bad_checkpoints_raise_one_line(tiny_space, tmp_path):
     save_file({"w": torch.zeros(2)}, str(path))
     with pytest.raises(CheckpointError, match="not a nas supernet checkpoint"):
         read_checkpoint(path)
+    # A checkpoint of an older format (same length, so the file still parses) says so.
+    current = ckpt_mod.FORMAT.encode()
+    older = current[:-1] + (b"0" if current[-1:] != b"0" else b"9")
+    path.write_bytes(good.replace(current, older))
+    with pytest.raises(CheckpointError, match="from another version of nas"):
+        read_checkpoint(path)
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint(tiny_space, tmp_path, monkeypatch):

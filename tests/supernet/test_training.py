@@ -124,7 +124,7 @@ def test_sandwich_step_runs_largest_smallest_and_k_random_archs_at_every_exit(
     assert set(losses) == {"largest", "smallest"}
     # Every arch's gradient lands in the shared weights, including each exit head used.
     for e in tiny_space.exits:
-        assert net.exits[str(e)].w_out.grad is not None
+        assert net.exits[str(e)].w_out_0.grad is not None
 
 
 def test_usage_counts_which_mixer_weights_each_step_trained(tiny_space, corpus, tmp_path):
