@@ -118,6 +118,8 @@ class AccuracyReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "rows": {k: v.to_dict() for k, v in self.rows.items()},
+            # JSON files are written with sorted keys; the table's row order is kept here.
+            "row_order": list(self.rows),
             "arch_ids": self.arch_ids,
             "archs": self.archs,
             "measured_ms": self.measured_ms,
@@ -132,8 +134,9 @@ class AccuracyReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AccuracyReport:
+        order = data.get("row_order") or list(data["rows"])
         return cls(
-            rows={k: ErrorMetrics.from_dict(v) for k, v in data["rows"].items()},
+            rows={k: ErrorMetrics.from_dict(data["rows"][k]) for k in order},
             arch_ids=list(data["arch_ids"]),
             archs=list(data["archs"]),
             measured_ms=list(data["measured_ms"]),
