@@ -147,6 +147,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--random-archs", type=int, default=TrainConfig.random_archs)
+    parser.add_argument("--homogeneous-share", type=float, default=TrainConfig.homogeneous_share)
     parser.add_argument("--distill-weight", type=float, default=TrainConfig.distill_weight)
     parser.add_argument("--early-exit-weight", type=float, default=TrainConfig.early_exit_weight)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
@@ -171,6 +172,7 @@ def main() -> None:
         batch_size=args.batch_size,
         seq_len=args.seq_len,
         random_archs=args.random_archs,
+        homogeneous_share=args.homogeneous_share,
         distill_weight=args.distill_weight,
         early_exit_weight=args.early_exit_weight,
         lr=args.lr,

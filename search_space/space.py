@@ -228,18 +228,27 @@ class SearchSpace:
         return True
 
     # ---------------------------------------------------------------- sampling
-    def sample(self, seed: int | None = None, rng: np.random.Generator | None = None) -> Arch:
+    def sample(
+        self,
+        seed: int | None = None,
+        rng: np.random.Generator | None = None,
+        mixer: str | None = None,
+    ) -> Arch:
         """One arch drawn uniformly per choice (width, exit, then each layer's choices).
 
         Pass `seed` for a reproducible draw, or `rng` to continue a generator's stream.
+        With `mixer`, every layer uses that mixer (the other choices are still drawn).
         """
         if rng is None:
             rng = np.random.default_rng(seed)
+        if mixer is not None and mixer not in self.mixers:
+            raise ArchError(f"mixer '{mixer}' is not one of {list(self.mixers)}")
+        fixed_mixer = mixer
         d_model = int(rng.choice(self.d_model))
         depth = int(rng.choice(self.exits))
         layers = []
         for _ in range(depth):
-            mixer = str(rng.choice(self.mixers))
+            mixer = fixed_mixer or str(rng.choice(self.mixers))
             spec = MIXERS[mixer]
             heads = int(rng.choice(self.heads)) if spec.uses_heads else None
             window = int(rng.choice(self.windows)) if spec.uses_window else None

@@ -54,6 +54,10 @@ class TrainConfig:
     batch_size: int = 8  # sequences per step, B
     seq_len: int = 64  # tokens per sequence, T (<= the space's max_seq_len)
     random_archs: int = 2  # k: random archs per step besides the largest and the smallest
+    # Share of the random archs drawn with one mixer in every layer (the mixer drawn
+    # uniformly). Uniform per-layer draws almost never give such stacks, so without them
+    # a mixer's weights only ever learn on the outputs of other mixers.
+    homogeneous_share: float = 0.0
     lr: float = 3e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio at the last step
     warmup_steps: int = 20  # linear warmup from lr / warmup_steps to lr
@@ -79,7 +83,7 @@ class TrainConfig:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
-        for name in ("distill_weight", "min_lr_ratio", "early_exit_weight"):
+        for name in ("distill_weight", "min_lr_ratio", "early_exit_weight", "homogeneous_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if problems:
@@ -323,7 +327,8 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             students = [smallest] + [
-                space.sample(rng=streams.archs) for _ in range(config.random_archs)
+                sample_student(space, streams.archs, config.homogeneous_share)
+                for _ in range(config.random_archs)
             ]
             usage.update(_parts_used([largest, *students]))
             inputs, targets = streams.batches.next()
@@ -384,6 +389,14 @@ def train(
         val_loss=val,
         seconds=time.perf_counter() - started,
     )
+
+
+def sample_student(space: SearchSpace, rng: np.random.Generator, homogeneous_share: float) -> Arch:
+    """A random arch of the sandwich: with probability `homogeneous_share` one mixer
+    throughout, else every choice uniform. With a share of 0 the stream is untouched."""
+    if homogeneous_share > 0 and rng.random() < homogeneous_share:
+        return space.sample(rng=rng, mixer=str(rng.choice(space.mixers)))
+    return space.sample(rng=rng)
 
 
 def usage_key(slot: int, mixer: str) -> str:

@@ -78,6 +78,19 @@ def test_sampling_is_seeded_and_valid():
     assert {a.depth for a in archs} == set(space.exits)
 
 
+def test_sampling_with_one_mixer_keeps_every_other_choice_free():
+    space = SearchSpace.default()
+    rng = np.random.default_rng(0)
+    for mixer in space.mixers:
+        archs = [space.sample(rng=rng, mixer=mixer) for _ in range(40)]
+        for arch in archs:
+            space.validate(arch)
+            assert {layer.mixer for layer in arch.layers} == {mixer}
+        assert len({a.d_model for a in archs}) > 1 and len({a.depth for a in archs}) > 1
+    with pytest.raises(ArchError, match="not one of"):
+        make_tiny_space(mixers=("attention", "skip")).sample(seed=0, mixer="conv")
+
+
 def test_extremes():
     space = SearchSpace.default()
     big, small = space.largest(), space.smallest()

@@ -22,6 +22,7 @@ from nas.supernet.training import (
     exposure_steps,
     lr_at,
     read_manifest,
+    sample_student,
     train,
     usage_key,
 )
@@ -189,3 +190,22 @@ def test_data_must_fit_the_space(tiny_space, tmp_path, monkeypatch):
     short = load_corpus(tmp_path / "short.txt", progress=False)
     with pytest.raises(DataError, match="fewer than one window"):
         train(tiny_space, short, TrainConfig(steps=1, **TINY), tmp_path / "b", progress=False)
+
+
+def test_students_are_one_mixer_stacks_at_the_asked_share(tiny_space):
+    def homogeneous(share: float, seed: int) -> float:
+        rng = np.random.default_rng(seed)
+        archs = [sample_student(tiny_space, rng, share) for _ in range(2000)]
+        return np.mean([len({la.mixer for la in a.layers}) == 1 for a in archs])
+
+    # Uniform draws give one-mixer stacks only by chance (depth >= 2 layers here):
+    # chance = sum over depths of 1/|mixers|^(depth-1), averaged over the exits.
+    n_mix = len(tiny_space.mixers)
+    chance = np.mean([n_mix ** (1 - depth) for depth in tiny_space.exits])
+    assert homogeneous(0.0, 1) == pytest.approx(chance, abs=0.03)
+    assert homogeneous(0.5, 1) == pytest.approx(0.5 + 0.5 * chance, abs=0.04)
+    # A share of 0 leaves the arch stream exactly as plain uniform sampling.
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    assert [sample_student(tiny_space, rng_a, 0.0) for _ in range(20)] == [
+        tiny_space.sample(rng=rng_b) for _ in range(20)
+    ]
