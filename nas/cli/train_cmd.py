@@ -24,6 +24,7 @@ _CONFIG_FLAGS = {
     "random_archs": "random_archs",
     "lr": "lr",
     "distill_weight": "distill_weight",
+    "homogeneous_share": "homogeneous_share",
     "eval_every": "eval_every",
     "checkpoint_every": "checkpoint_every",
     "seed": "seed",
@@ -65,6 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         metavar="W",
         help=f"subnets' weight on distillation vs. the targets ({defaults.distill_weight})",
+    )
+    p.add_argument(
+        "--homogeneous-share",
+        type=float,
+        metavar="P",
+        help="share of the random archs drawn with one mixer in every layer "
+        f"({defaults.homogeneous_share})",
     )
     p.add_argument(
         "--eval-every",

@@ -141,6 +141,8 @@ def test_bad_inputs_give_one_line_and_exit_2(files, capsys, tmp_path):
     _one_error_line(capsys, "no such file or folder")
     assert _train(files, "--steps", "0") == 2
     _one_error_line(capsys, "steps must be >= 1")
+    assert _train(files, "--homogeneous-share", "1.5") == 2
+    _one_error_line(capsys, "homogeneous_share must be in [0, 1]")
     if not torch.cuda.is_available():
         assert _train(files, "--device", "cuda") == 2
         _one_error_line(capsys, "CUDA is not available")
