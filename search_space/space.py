@@ -243,17 +243,16 @@ class SearchSpace:
             rng = np.random.default_rng(seed)
         if mixer is not None and mixer not in self.mixers:
             raise ArchError(f"mixer '{mixer}' is not one of {list(self.mixers)}")
-        fixed_mixer = mixer
         d_model = int(rng.choice(self.d_model))
         depth = int(rng.choice(self.exits))
         layers = []
         for _ in range(depth):
-            mixer = fixed_mixer or str(rng.choice(self.mixers))
-            spec = MIXERS[mixer]
+            name = mixer or str(rng.choice(self.mixers))
+            spec = MIXERS[name]
             heads = int(rng.choice(self.heads)) if spec.uses_heads else None
             window = int(rng.choice(self.windows)) if spec.uses_window else None
             ffn = int(rng.choice(self.ffn))
-            layers.append(LayerArch(mixer, heads, window, ffn))
+            layers.append(LayerArch(name, heads, window, ffn))
         return Arch(d_model, tuple(layers))
 
     def sample_many(self, n: int, seed: int = 0) -> list[Arch]:

@@ -75,6 +75,7 @@ class ElasticParams(nn.Module):
         super().__init__()
         self.specs = specs
         self.chunk_axis, self.chunk_sizes = chunks if chunks else (None, ())
+        self.chunk_starts = (0, *self.chunk_sizes[:-1])  # where each chunk begins
         self._chunked: dict[str, int] = {}  # spec name -> position of the chunk axis
         for spec in specs:
             sizes = tuple(max_dims[k] for k in spec.dims)
@@ -84,16 +85,13 @@ class ElasticParams(nn.Module):
             if spec.pack == 1 and self.chunk_axis in spec.dims:
                 axis = spec.dims.index(self.chunk_axis)
                 self._chunked[spec.name] = axis
-                for start, part in zip(self._starts(), self._split(full, axis), strict=True):
+                for start, part in zip(self.chunk_starts, self._split(full, axis), strict=True):
                     self.register_parameter(f"{spec.name}_{start}", nn.Parameter(part.clone()))
             else:
                 self.register_parameter(spec.name, nn.Parameter(full))
 
-    def _starts(self) -> list[int]:
-        return [0, *self.chunk_sizes[:-1]]
-
     def _split(self, full: torch.Tensor, axis: int) -> list[torch.Tensor]:
-        lengths = [b - a for a, b in zip(self._starts(), self.chunk_sizes, strict=True)]
+        lengths = [b - a for a, b in zip(self.chunk_starts, self.chunk_sizes, strict=True)]
         return list(torch.split(full, lengths, dim=axis))
 
     def _joined(self, name: str, size: int) -> torch.Tensor:
@@ -101,7 +99,7 @@ class ElasticParams(nn.Module):
         if size not in self.chunk_sizes:
             raise ValueError(f"{self.chunk_axis}={size} is not one of {list(self.chunk_sizes)}")
         n = self.chunk_sizes.index(size) + 1
-        parts = [getattr(self, f"{name}_{start}") for start in self._starts()[:n]]
+        parts = [getattr(self, f"{name}_{start}") for start in self.chunk_starts[:n]]
         return parts[0] if n == 1 else torch.cat(parts, dim=self._chunked[name])
 
     def tensors(self, dims: Dims) -> dict[str, torch.Tensor]:

@@ -39,6 +39,16 @@ def make_tiny_space(causal: bool = True, **overrides) -> SearchSpace:
 
 
 @pytest.fixture
+def one_thread():
+    # Tiny models gain nothing from 2 threads, and OpenMP threads that spin-wait slow
+    # down badly when other jobs share the 2 cores.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny_space() -> SearchSpace:
     return make_tiny_space()
 

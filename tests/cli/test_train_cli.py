@@ -22,14 +22,7 @@ from nas.supernet.training import read_manifest
 SMALL = ["--batch-size", "2", "--seq-len", "16", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from 2 threads, and OpenMP threads that spin-wait slow
-    # down badly when other jobs share the 2 cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -45,20 +38,14 @@ def files(tmp_path, monkeypatch):
     return {"space": str(space), "other": str(other), "data": str(data), "out": tmp_path / "run"}
 
 
+def _train_args(files, *extra) -> list[str]:
+    """`nas train` arguments for the tiny space, corpus and run folder of `files`."""
+    args = ["train", "--space", files["space"], "--data", files["data"]]
+    return [*args, "--out", str(files["out"]), *SMALL, *extra]
+
+
 def _train(files, *extra):
-    return main(
-        [
-            "train",
-            "--space",
-            files["space"],
-            "--data",
-            files["data"],
-            "--out",
-            str(files["out"]),
-            *SMALL,
-            *extra,
-        ]
-    )
+    return main(_train_args(files, *extra))
 
 
 def _one_error_line(capsys, match):
@@ -156,22 +143,7 @@ def _nas_command() -> list[str]:
 
 
 def test_kill_9_leaves_a_loadable_checkpoint_and_resume_completes(files):
-    args = [
-        "train",
-        "--space",
-        files["space"],
-        "--data",
-        files["data"],
-        "--out",
-        str(files["out"]),
-        "--steps",
-        "150",
-        "--checkpoint-every",
-        "2",
-        "--eval-every",
-        "1000",
-        *SMALL,
-    ]
+    args = _train_args(files, "--steps", "150", "--checkpoint-every", "2", "--eval-every", "1000")
     # Passive OpenMP waiting keeps the child fast when the 2 cores are shared.
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(

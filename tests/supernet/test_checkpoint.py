@@ -14,15 +14,7 @@ from nas.supernet import checkpoint as ckpt_mod
 from nas.supernet.checkpoint import load_supernet, read_checkpoint, restore, save_checkpoint
 from nas.supernet.training import TrainConfig, make_optimizer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from 2 threads, and OpenMP threads that spin-wait slow
-    # down badly when other jobs share the 2 cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trained(space, steps=2):

@@ -11,15 +11,7 @@ from nas.supernet import corpus as corpus_mod
 from nas.supernet.batches import BatchSampler, eval_batches
 from nas.supernet.corpus import load_corpus, split_by_file, split_by_position
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from 2 threads, and OpenMP threads that spin-wait slow
-    # down badly when other jobs share the 2 cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
