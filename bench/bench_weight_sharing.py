@@ -13,7 +13,9 @@
    layer) trained only at the steps where some arch of the sandwich used that mixer at
    that layer, which the trainer counts (`exposure_steps`, averaged over its layers).
    Same batches (the first N of the run's stream), same optimizer, a cosine schedule over
-   its N steps. For reference, each arch is also trained alone on the whole budget
+   its N steps, once per peak lr of --standalone-lrs; the best validation loss counts, so
+   each arch is compared with a baseline tuned for itself (linear attention wants a lower
+   lr than conv). For reference, each arch is also trained alone on the whole budget
    (standalone@all). Results go to OUT/standalone/*.json (or --standalone-dir) and are
    reused by a rerun with the same standalone settings.
 5. Print per arch: tokens seen, inherited and standalone validation loss (nats/token,
@@ -23,9 +25,11 @@
 
 Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--seq-len 64]
        [--out runs/bench_weight_sharing] [--space FILE] [--eval-batches 32]
-       [--distill-weight W] [--homogeneous-share S] [--no-full-budget]
+       [--distill-weight W] [--homogeneous-share S] [--standalone-lrs 0.001,0.003,0.006]
+       [--no-full-budget]
 The README's figures: --space bench/spaces/weight_sharing.yaml --steps 6000
---batch-size 16 --seq-len 64 --distill-weight 0 --no-full-budget (about 25 min on 2 cores).
+--batch-size 16 --seq-len 64 --distill-weight 0 --no-full-budget (about 55 min on 2 cores:
+15 for the supernet, 40 for 24 standalone runs).
 """
 
 from __future__ import annotations
@@ -153,7 +157,12 @@ def main() -> None:
     parser.add_argument("--homogeneous-share", type=float, default=TrainConfig.homogeneous_share)
     parser.add_argument("--distill-weight", type=float, default=TrainConfig.distill_weight)
     parser.add_argument("--early-exit-weight", type=float, default=TrainConfig.early_exit_weight)
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="supernet peak lr")
+    parser.add_argument(
+        "--standalone-lrs",
+        default="0.001,0.003,0.006",
+        help="peak lrs each standalone run tries; the best validation loss counts",
+    )
     parser.add_argument("--eval-batches", type=int, default=32, help="validation batches per arch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench_weight_sharing")
@@ -208,12 +217,28 @@ def main() -> None:
         for name, arch in archs.items()
     }
     standalone_dir = Path(args.standalone_dir) if args.standalone_dir else out / "standalone"
+    lrs = sorted({float(x) for x in args.standalone_lrs.split(",")})
     results: dict[tuple[str, int], float] = {}
+    best_lr: dict[tuple[str, int], float] = {}
     for name, arch in archs.items():
         for steps in sorted({matched[name], *([config.steps] if args.full_budget else [])}):
-            results[name, steps] = standalone(
-                space, arch, name, corpus, config, steps, val_batches, standalone_dir
-            )
+            # The strongest baseline within the grid: a model trained alone would be
+            # tuned for itself (linear attention wants a lower lr than conv does).
+            by_lr = {
+                lr: standalone(
+                    space,
+                    arch,
+                    name,
+                    corpus,
+                    replace(config, lr=lr),
+                    steps,
+                    val_batches,
+                    standalone_dir,
+                )
+                for lr in lrs
+            }
+            best_lr[name, steps] = min(by_lr, key=by_lr.get)
+            results[name, steps] = by_lr[best_lr[name, steps]]
 
     print()
     print(
@@ -223,7 +248,8 @@ def main() -> None:
     )
     header = (
         f"{'arch':<17} {'params':>7} {'tokens seen':>11} {'inherited':>9} {'standalone':>10} "
-        f"{'gap':>7}" + (f" {'standalone@all':>14} {'gap':>7}" if args.full_budget else "")
+        f"{'best lr':>7} {'gap':>7}"
+        + (f" {'standalone@all':>14} {'gap':>7}" if args.full_budget else "")
     )
     print(header)
     print("-" * len(header))
@@ -233,7 +259,7 @@ def main() -> None:
         line = (
             f"{name:<17} {space.param_count(arch) / 1e6:>6.2f}M "
             f"{matched[name] * config.batch_size * config.seq_len:>11,} {inh:>9.3f} "
-            f"{alone:>10.3f} {(inh - alone) / alone:>+7.1%}"
+            f"{alone:>10.3f} {best_lr[name, matched[name]]:>7g} {(inh - alone) / alone:>+7.1%}"
         )
         full = results.get((name, config.steps))
         if args.full_budget:
@@ -252,6 +278,8 @@ def main() -> None:
         },
         "inherited": inherited,
         "standalone_same_tokens": {n: results[n, matched[n]] for n in archs},
+        "standalone_lrs": lrs,
+        "standalone_best_lr": {n: best_lr[n, matched[n]] for n in archs},
         "kendall_tau": tau,
         "max_abs_gap": worst,
     }
@@ -277,7 +305,7 @@ def standalone(
     """Validation loss of `arch` trained alone for `steps` steps (kept in `folder`, reused)."""
     # A short run keeps the supernet's schedule shape: warmup at most a quarter of it.
     run = replace(config, steps=steps, warmup_steps=min(config.warmup_steps, max(1, steps // 4)))
-    record = folder / f"{name}-{steps}.json"
+    record = folder / f"{name}-{steps}-lr{config.lr:g}.json"
     if record.is_file():
         saved = json.loads(record.read_text())
         if _standalone_key(saved.get("config", {})) == _standalone_key(run.to_dict()) and (
@@ -285,7 +313,8 @@ def standalone(
         ):
             return saved["val_loss"]
     print(
-        f"standalone: {name} ({space.param_count(arch) / 1e6:.2f}M params), {steps} steps",
+        f"standalone: {name} ({space.param_count(arch) / 1e6:.2f}M params), {steps} steps, "
+        f"lr {config.lr:g}",
         flush=True,
     )
     result = train_standalone(space, arch, corpus, run, val_batches)
