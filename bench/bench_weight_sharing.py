@@ -110,6 +110,19 @@ def bench_archs(space: nas.SearchSpace) -> dict[str, Arch]:
     return archs
 
 
+def _lr_list(text: str) -> list[float]:
+    """'0.001,0.003' -> [0.001, 0.003]: distinct positive learning rates, ascending."""
+    try:
+        lrs = sorted({float(x) for x in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a comma-separated list of numbers"
+        ) from None
+    if not lrs or min(lrs) <= 0:
+        raise argparse.ArgumentTypeError(f"learning rates must be > 0, got '{text}'")
+    return lrs
+
+
 def _standalone_key(config: dict) -> dict:
     # Standalone training ignores the supernet-only settings (k, distillation, exits,
     # evaluation cadence), so results are reused across supernet variants.
@@ -160,8 +173,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="supernet peak lr")
     parser.add_argument(
         "--standalone-lrs",
+        type=_lr_list,
         default="0.001,0.003,0.006",
-        help="peak lrs each standalone run tries; the best validation loss counts",
+        help="comma-separated peak lrs each standalone run tries; the best validation loss counts",
     )
     parser.add_argument("--eval-batches", type=int, default=32, help="validation batches per arch")
     parser.add_argument("--seed", type=int, default=0)
@@ -217,7 +231,7 @@ def main() -> None:
         for name, arch in archs.items()
     }
     standalone_dir = Path(args.standalone_dir) if args.standalone_dir else out / "standalone"
-    lrs = sorted({float(x) for x in args.standalone_lrs.split(",")})
+    lrs = args.standalone_lrs
     results: dict[tuple[str, int], float] = {}
     best_lr: dict[tuple[str, int], float] = {}
     for name, arch in archs.items():
