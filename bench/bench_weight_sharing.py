@@ -3,8 +3,9 @@
 1. Train the supernet of the space on the default corpus (the trainer of `nas train`:
    sandwich rule, in-place distillation, a loss at every exit) for --steps steps of
    --batch-size x --seq-len tokens. The run goes to OUT/supernet and is resumed if there.
-2. Pick archs: the smallest, the largest, and middle archs built on the non-attention
-   mixers (ssm, linear_attention, conv, glu, pool) and on sliding_window, of varied sizes.
+2. Pick archs: the smallest, the largest, middle archs built on the non-attention
+   mixers (ssm, linear_attention, conv, glu, pool) and on sliding_window, of varied sizes,
+   and two random archs whose mixers vary by layer (what a search returns).
 3. Measure each arch's validation loss with the supernet's weights, as they are
    (inherited; no fine-tuning).
 4. Train each arch alone from scratch (initialised like the supernet, the prefix of a
@@ -28,8 +29,8 @@ Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--se
        [--distill-weight W] [--homogeneous-share S] [--standalone-lrs 0.001,0.003,0.006]
        [--no-full-budget]
 The README's figures: --space bench/spaces/weight_sharing.yaml --steps 6000
---batch-size 16 --seq-len 64 --distill-weight 0 --no-full-budget (about 55 min on 2 cores:
-15 for the supernet, 40 for 24 standalone runs).
+--batch-size 16 --seq-len 64 --distill-weight 0 --no-full-budget (about 60 min on 2 cores:
+15 for the supernet, 45 for 30 standalone runs).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ MIDDLE = [
     ("pool", 0, 0, 2, 1),
     ("sliding_window", 3, 3, 3, 0),
 ]
+# Random archs of the space, mixers varying by layer: the kind a search returns.
+MIXED_ARCHS, MIXED_SEED = 2, 7
 
 
 STANDALONE_FIELDS = (
@@ -89,7 +92,8 @@ STANDALONE_FIELDS = (
 
 
 def bench_archs(space: nas.SearchSpace) -> dict[str, Arch]:
-    """The smallest, the largest, and one middle arch per mixer of `MIDDLE` in the space."""
+    """The smallest, the largest, one middle arch per mixer of `MIDDLE` in the space, and
+    `MIXED_ARCHS` random archs ("mixed0", ...)."""
     archs = {"smallest": space.smallest(), "largest": space.largest()}
 
     def pick(values: tuple[int, ...], i: int) -> int:
@@ -107,6 +111,8 @@ def bench_archs(space: nas.SearchSpace) -> dict[str, Arch]:
         )
         depth = pick(space.exits, e_i)
         archs[f"{mixer}"] = space.validate(Arch(pick(space.d_model, d_i), (layer,) * depth))
+    for i, arch in enumerate(space.sample_many(MIXED_ARCHS, seed=MIXED_SEED)):
+        archs[f"mixed{i}"] = arch
     return archs
 
 
