@@ -238,27 +238,29 @@ def main() -> None:
     }
     standalone_dir = Path(args.standalone_dir) if args.standalone_dir else out / "standalone"
     lrs = args.standalone_lrs
-    results: dict[tuple[str, int], float] = {}
-    best_lr: dict[tuple[str, int], float] = {}
+    # (name, steps) -> (validation loss, lr) of the best standalone run within the lr grid:
+    # a model trained alone would be tuned for itself (linear attention wants a lower lr
+    # than conv does).
+    best: dict[tuple[str, int], tuple[float, float]] = {}
     for name, arch in archs.items():
         for steps in sorted({matched[name], *([config.steps] if args.full_budget else [])}):
-            # The strongest baseline within the grid: a model trained alone would be
-            # tuned for itself (linear attention wants a lower lr than conv does).
-            by_lr = {
-                lr: standalone(
-                    space,
-                    arch,
-                    name,
-                    corpus,
-                    replace(config, lr=lr),
-                    steps,
-                    val_batches,
-                    standalone_dir,
+            best[name, steps] = min(
+                (
+                    standalone(
+                        space,
+                        arch,
+                        name,
+                        corpus,
+                        replace(config, lr=lr),
+                        steps,
+                        val_batches,
+                        standalone_dir,
+                    ),
+                    lr,
                 )
                 for lr in lrs
-            }
-            best_lr[name, steps] = min(by_lr, key=by_lr.get)
-            results[name, steps] = by_lr[best_lr[name, steps]]
+            )
+    results = {key: loss for key, (loss, _) in best.items()}
 
     print()
     print(
@@ -279,7 +281,7 @@ def main() -> None:
         line = (
             f"{name:<17} {space.param_count(arch) / 1e6:>6.2f}M "
             f"{matched[name] * config.batch_size * config.seq_len:>11,} {inh:>9.3f} "
-            f"{alone:>10.3f} {best_lr[name, matched[name]]:>7g} {(inh - alone) / alone:>+7.1%}"
+            f"{alone:>10.3f} {best[name, matched[name]][1]:>7g} {(inh - alone) / alone:>+7.1%}"
         )
         full = results.get((name, config.steps))
         if args.full_budget:
@@ -299,7 +301,7 @@ def main() -> None:
         "inherited": inherited,
         "standalone_same_tokens": {n: results[n, matched[n]] for n in archs},
         "standalone_lrs": lrs,
-        "standalone_best_lr": {n: best_lr[n, matched[n]] for n in archs},
+        "standalone_best_lr": {n: best[n, matched[n]][1] for n in archs},
         "kendall_tau": tau,
         "max_abs_gap": worst,
     }

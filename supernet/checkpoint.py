@@ -91,7 +91,8 @@ def save_checkpoint(
     }
     metadata["digest"] = _digest(tensors, metadata)
     path = Path(path)
-    _atomic_save_file(tensors, metadata, path)
+    # safetensors streams to a file name itself: serialising to bytes first is slower.
+    atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return path
 
 
@@ -233,12 +234,6 @@ def _header(path: Path) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise ValueError("header is not a JSON object")  # noqa: TRY004 (a file-format error)
     return header
-
-
-def _atomic_save_file(
-    tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path
-) -> None:
-    atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def _one_line(exc: BaseException) -> str:
