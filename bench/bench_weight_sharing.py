@@ -27,7 +27,7 @@
 Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--seq-len 64]
        [--out runs/bench_weight_sharing] [--space FILE] [--eval-batches 32]
        [--distill-weight W] [--homogeneous-share S] [--standalone-lrs 0.001,0.003,0.006]
-       [--no-full-budget]
+       [--no-full-budget] [--family mixed0,mixed1]
 The README's figures: --space bench/spaces/weight_sharing.yaml --steps 6000
 --batch-size 16 --seq-len 64 --distill-weight 0 --no-full-budget (about 60 min on 2 cores:
 15 for the supernet, 45 for 30 standalone runs).
@@ -129,6 +129,23 @@ def _lr_list(text: str) -> list[float]:
     return lrs
 
 
+def _name_list(text: str) -> tuple[str, ...]:
+    """'mixed0,mixed1' -> ('mixed0', 'mixed1'), each a name `bench_archs` gives."""
+    known = {
+        "smallest",
+        "largest",
+        *(m[0] for m in MIDDLE),
+        *(f"mixed{i}" for i in range(MIXED_ARCHS)),
+    }
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown bench arch(s) {unknown}; choose from {sorted(known)}"
+        )
+    return names
+
+
 def _standalone_key(config: dict) -> dict:
     # Standalone training ignores the supernet-only settings (k, distillation, exits,
     # evaluation cadence), so results are reused across supernet variants.
@@ -193,6 +210,13 @@ def main() -> None:
         help="skip the reference column: every arch trained alone on the whole budget",
     )
     parser.add_argument(
+        "--family",
+        type=_name_list,
+        default=(),
+        help="comma-separated bench archs (e.g. mixed0,mixed1) that the supernet trains at "
+        "every step as its family (nas train --family); marked * in the table",
+    )
+    parser.add_argument(
         "--standalone-dir", help="where standalone results are kept (default: OUT/standalone)"
     )
     args = parser.parse_args()
@@ -211,6 +235,7 @@ def main() -> None:
         eval_every=max(1, args.steps // 4),
         checkpoint_every=max(1, args.steps // 8),
         seed=args.seed,
+        family=tuple(bench_archs(space)[n].to_json() for n in args.family),
     )
     out = Path(args.out)
     tokens = config.steps * config.batch_size * config.seq_len
@@ -228,6 +253,7 @@ def main() -> None:
     archs = bench_archs(space)
     val_batches = eval_batches(corpus.val, config.batch_size, config.seq_len, args.eval_batches)
     inherited = evaluate(net, archs, val_batches, torch.device("cpu"))
+    ablation = mixer_ablation(net, space, archs, val_batches, inherited)
     del net
 
     # Standalone budgets: the tokens each arch's own weights saw inside the supernet (the
@@ -278,8 +304,9 @@ def main() -> None:
     rows = []
     for name, arch in archs.items():
         inh, alone = inherited[name], results[name, matched[name]]
+        label = name + ("*" if name in args.family else "")
         line = (
-            f"{name:<17} {space.param_count(arch) / 1e6:>6.2f}M "
+            f"{label:<17} {space.param_count(arch) / 1e6:>6.2f}M "
             f"{matched[name] * config.batch_size * config.seq_len:>11,} {inh:>9.3f} "
             f"{alone:>10.3f} {best[name, matched[name]][1]:>7g} {(inh - alone) / alone:>+7.1%}"
         )
@@ -292,6 +319,13 @@ def main() -> None:
     worst = max(abs(r[0] - r[1]) / r[1] for r in rows)
     print(f"Kendall tau, inherited vs standalone (same tokens): {tau:.3f}   (target >= 0.8)")
     print(f"largest |gap| (same tokens): {worst:.1%}   (target <= 3%)")
+    if args.family:
+        members = [r for r, name in zip(rows, archs, strict=True) if name in args.family]
+        worst_member = max(abs(r[0] - r[1]) / r[1] for r in members)
+        print(
+            f"* the family, trained at every step (nas train --family); "
+            f"largest |gap| among them: {worst_member:.1%}"
+        )
     summary = {
         "config": config.to_dict(),
         "archs": {
@@ -304,6 +338,7 @@ def main() -> None:
         "standalone_best_lr": {n: best[n, matched[n]][1] for n in archs},
         "kendall_tau": tau,
         "max_abs_gap": worst,
+        "family": list(args.family),
     }
     if args.full_budget:
         tau_full = kendalltau([r[0] for r in rows], [r[2] for r in rows]).statistic
@@ -311,7 +346,49 @@ def main() -> None:
         summary["standalone_all_tokens"] = {n: results[n, config.steps] for n in archs}
         summary["kendall_tau_all_tokens"] = tau_full
     print("standalone@all: trained alone on the supernet's whole token budget, for reference")
+    print()
+    print(
+        "inherited loss change when one layer's mixer is removed (its FFN kept): how much "
+        "each layer's mixer does inside the supernet"
+    )
+    for name, changes in ablation.items():
+        cells = "  ".join(
+            f"L{i}:{'-' if c is None else f'{c:+.1%}'}" for i, c in enumerate(changes)
+        )
+        print(f"  {name:<17} {cells}")
+    summary["mixer_ablation"] = ablation
     atomic_write_json(out / "results.json", summary)
+
+
+def mixer_ablation(
+    net: nas.Supernet,
+    space: nas.SearchSpace,
+    archs: dict[str, Arch],
+    batches: list,
+    inherited: dict[str, float],
+) -> dict[str, list[float | None]]:
+    """Per arch and layer: the relative change of the inherited loss when that layer's
+    mixer is made a skip (None for a skip layer). A layer whose mixer the rest of the
+    network does not use changes it by ~0."""
+    variants = {}
+    for name, arch in archs.items():
+        for i, layer in enumerate(arch.layers):
+            if layer.mixer != "skip":
+                layers = list(arch.layers)
+                layers[i] = LayerArch("skip", ffn=layer.ffn)
+                variants[name, i] = space.validate(Arch(arch.d_model, tuple(layers)))
+    losses = evaluate(
+        net, {f"{n}/{i}": a for (n, i), a in variants.items()}, batches, torch.device("cpu")
+    )
+    return {
+        name: [
+            (losses[f"{name}/{i}"] - inherited[name]) / inherited[name]
+            if (name, i) in variants
+            else None
+            for i in range(arch.depth)
+        ]
+        for name, arch in archs.items()
+    }
 
 
 def standalone(

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from nas.search_space import Arch, SearchSpace
-from nas.search_space.errors import CheckpointError, DataError, NasError
+from nas.search_space.errors import ArchError, CheckpointError, DataError, NasError
 
 from .atomic import atomic_write_json, atomic_write_text
 from .batches import BatchSampler, check_length, eval_batches
@@ -60,6 +60,14 @@ class TrainConfig:
     # them, inherited losses of conv/GLU/ssm stacks moved 2-4 points closer to standalone
     # training (bench/bench_weight_sharing.py, README).
     homogeneous_share: float = 0.5
+    # A family: archs (canonical arch JSON) trained at every step as students, after the
+    # smallest and before the random ones. Inherited weights are only as good as the
+    # training an arch's exact combination of mixers got: one trained as a student at
+    # every step scores like standalone training, while a random mixed-layer arch, whose
+    # combination the sampler almost never draws, scores 19-26% worse
+    # (bench/bench_weight_sharing.py --family, README). Listing the archs to ship (a
+    # search's picks) gives them that training in one set of nested weights.
+    family: tuple[str, ...] = ()
     lr: float = 3e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio at the last step
     warmup_steps: int = 20  # linear warmup from lr / warmup_steps to lr
@@ -90,6 +98,18 @@ class TrainConfig:
                 problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if problems:
             raise NasError("training config: " + "; ".join(problems))
+        object.__setattr__(self, "family", tuple(self.family))  # JSON gives a list
+
+    def family_archs(self, space: SearchSpace) -> list[Arch]:
+        """The family as archs of `space`; `ArchError` names a member that is not in it."""
+        archs = []
+        for i, text in enumerate(self.family):
+            arch = Arch.from_json(text, source=f"family arch {i}")
+            try:
+                archs.append(space.validate(arch))
+            except ArchError as exc:
+                raise ArchError(f"family arch {i}: {exc}") from None
+        return archs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -261,6 +281,7 @@ def train(
     device = device if isinstance(device, torch.device) else resolve_device(device)
     say = on_event or (lambda msg: None)
     _check_corpus(space, corpus, config)
+    family = config.family_archs(space)  # checked before anything is written
     ckpt_file = checkpoint_path(run_dir)
     ckpt = None
     if ckpt_file.exists():
@@ -288,6 +309,7 @@ def train(
         ),
     )
     refs = reference_archs(space, config.reference_archs)
+    refs.update({f"family{i}": arch for i, arch in enumerate(family)})  # validated too
     val_batches = eval_batches(corpus.val, config.batch_size, config.seq_len, config.eval_batches)
     metrics = MetricsLog(run_dir / METRICS_FILE)
     usage: Counter[str] = Counter()  # steps in which each layer slot's mixer weights trained
@@ -328,7 +350,7 @@ def train(
             lr = lr_at(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            students = [smallest] + [
+            students = [smallest, *family] + [
                 sample_student(space, streams.archs, config.homogeneous_share)
                 for _ in range(config.random_archs)
             ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from nas.search_space import Arch, SearchSpace
@@ -23,13 +24,37 @@ def load_space(args: argparse.Namespace) -> SearchSpace:
 
 def load_arch(path: str, space: SearchSpace) -> Arch:
     """Read an arch JSON file and check it against `space`; errors name the file."""
+    arch = Arch.from_json(_read_arch_file(path), source=str(path))
+    return _validated(arch, space, str(path))
+
+
+def load_archs(path: str, space: SearchSpace) -> list[Arch]:
+    """Read a JSON file holding one arch object or a list of them; check each against `space`."""
+    text = _read_arch_file(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArchError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise ArchError(f"{path}: an empty list; give one arch object or a list of them")
+    return [
+        _validated(Arch.from_dict(item, source=f"{path}: arch {i}"), space, f"{path}: arch {i}")
+        for i, item in enumerate(items)
+    ]
+
+
+def _read_arch_file(path: str) -> str:
     file = Path(path)
     if not file.is_file():
         raise ArchError(
             f"{path}: arch file not found; pass a JSON file such as `nas space sample` prints"
         )
-    arch = Arch.from_json(file.read_text(), source=str(path))
+    return file.read_text()
+
+
+def _validated(arch: Arch, space: SearchSpace, source: str) -> Arch:
     try:
         return space.validate(arch)
     except ArchError as exc:
-        raise ArchError(f"{path}: {exc}") from None
+        raise ArchError(f"{source}: {exc}") from None

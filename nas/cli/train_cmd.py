@@ -13,7 +13,7 @@ from nas.supernet.corpus import load_corpus
 from nas.supernet.device import resolve_device
 from nas.supernet.training import TrainConfig, train
 
-from .common import add_space_argument, load_space
+from .common import add_space_argument, load_archs, load_space
 
 # CLI flag -> TrainConfig field. The flags default to None so that a resumed run can tell
 # a flag the user gave (which must agree with the run) from one left out.
@@ -73,6 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="P",
         help="share of the random archs drawn with one mixer in every layer "
         f"({defaults.homogeneous_share})",
+    )
+    p.add_argument(
+        "--family",
+        metavar="FILE",
+        help="JSON file of one arch or a list of archs (e.g. a search's picks) that train "
+        "at every step, so that their inherited weights match standalone training",
     )
     p.add_argument(
         "--eval-every",
@@ -136,6 +142,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         space = load_space(args)
         config = TrainConfig(**given)
+    if args.family:
+        # Canonical JSON, so that the same archs given again on --resume compare equal.
+        family = tuple(a.to_json() for a in load_archs(args.family, space))
+        config = replace(config, family=family)
     corpus = load_corpus(data, dtype=dtype, progress=not args.no_progress)
     tokens = corpus.info["tokens"]
     print(

@@ -172,3 +172,49 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_resume_completes(files):
     assert main([*args, "--resume"]) == 0
     assert read_checkpoint(ckpt).step == 150
     assert read_manifest(files["out"])["status"] == "complete"
+
+
+def test_family_file_trains_its_archs_and_must_stay_the_same_on_resume(files, capsys, tmp_path):
+    space = make_tiny_space()
+    archs = space.sample_many(3, seed=2)
+    family = tmp_path / "family.json"
+    family.write_text(json.dumps([a.to_dict() for a in archs[:2]]))
+    assert _train(files, "--steps", "3", "--family", str(family)) == 0
+    manifest = read_manifest(files["out"])
+    assert manifest["config"]["family"] == [a.to_json() for a in archs[:2]]
+    # Family members are validated with the reference archs.
+    assert [manifest["reference_archs"][f"family{i}"] for i in (0, 1)] == [
+        a.to_dict() for a in archs[:2]
+    ]
+    usage = read_checkpoint(files["out"]).state["usage"]
+    assert all(
+        usage[f"{i}:{la.mixer}"] == 3
+        for a in archs[:2]
+        for i, la in enumerate(a.layers)
+        if la.mixer != "skip"
+    )
+    # Resuming with the same file is fine; another family is refused in one line.
+    assert _train(files, "--steps", "3", "--family", str(family), "--resume") == 0
+    one = tmp_path / "one.json"
+    one.write_text(archs[2].to_json())  # a single arch object is a family of one
+    capsys.readouterr()
+    assert _train(files, "--steps", "3", "--family", str(one), "--resume") == 2
+    _one_error_line(capsys, "keeps its settings")
+
+
+def test_bad_family_file_gives_one_line_and_exit_2(files, capsys, tmp_path):
+    bad = tmp_path / "bad.json"
+    cases = {
+        "missing.json": "arch file not found",
+        "[]": "an empty list",
+        "{": "not valid JSON",
+        '[{"d_model": 4096, "layers": [{"mixer": "conv", "ffn": 32}]}]': "arch 0",
+        '[{"d_model": 32}]': "field 'layers' must be",
+    }
+    for text, match in cases.items():
+        path = tmp_path / text if text.endswith(".json") else bad
+        if path == bad:
+            bad.write_text(text)
+        assert _train(files, "--steps", "2", "--family", str(path)) == 2
+        _one_error_line(capsys, match)
+        assert not (files["out"] / "checkpoint.safetensors").exists()

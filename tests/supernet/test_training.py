@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from nas import Arch, CheckpointError, DataError, DeviceError, LayerArch, Supernet
-from nas.supernet.checkpoint import read_checkpoint
+from nas import Arch, ArchError, CheckpointError, DataError, DeviceError, LayerArch, Supernet
+from nas.supernet.batches import eval_batches
+from nas.supernet.checkpoint import load_supernet, read_checkpoint
 from nas.supernet.corpus import load_corpus
 from nas.supernet.device import resolve_device
 from nas.supernet.sandwich import distillation, exit_weights, sandwich_step
@@ -19,6 +20,7 @@ from nas.supernet.training import (
     METRICS_FILE,
     MetricsLog,
     TrainConfig,
+    evaluate,
     exposure_steps,
     lr_at,
     read_manifest,
@@ -202,3 +204,53 @@ def test_students_are_one_mixer_stacks_at_the_asked_share(tiny_space):
     assert [sample_student(tiny_space, rng_a, 0.0) for _ in range(20)] == [
         tiny_space.sample(rng=rng_b) for _ in range(20)
     ]
+
+
+def _mixed_family(space):
+    """Two sampled archs whose mixers vary by layer, as canonical JSON."""
+    archs = [a for a in space.sample_many(50, seed=11) if len({la.mixer for la in a.layers}) > 1]
+    return tuple(a.to_json() for a in archs[:2])
+
+
+def test_family_archs_train_at_every_step_beside_an_unchanged_random_stream(
+    tiny_space, corpus, tmp_path
+):
+    family = _mixed_family(tiny_space)
+    plain = train(tiny_space, corpus, TrainConfig(steps=5, **TINY), tmp_path / "a", progress=False)
+    config = TrainConfig(steps=5, family=family, **TINY)
+    with_family = train(tiny_space, corpus, config, tmp_path / "b", progress=False)
+    usage = read_checkpoint(with_family.checkpoint).state["usage"]
+    for arch in config.family_archs(tiny_space):
+        assert exposure_steps(arch, usage, 5) == 5
+    # The family adds students; the random ones are drawn exactly as without it.
+    usage_plain = read_checkpoint(plain.checkpoint).state["usage"]
+    assert all(usage[key] >= n for key, n in usage_plain.items())
+    assert (
+        read_checkpoint(with_family.checkpoint).state["arch_rng"]
+        == (read_checkpoint(plain.checkpoint).state["arch_rng"])
+    )
+
+
+def test_a_family_member_learns_more_than_it_does_without_the_family(tiny_space, corpus, tmp_path):
+    family = _mixed_family(tiny_space)[:1]
+    member = Arch.from_json(family[0])
+    losses = {}
+    for name, fam in (("plain", ()), ("family", family)):
+        config = TrainConfig(steps=30, eval_every=30, family=fam, **TINY)
+        train(tiny_space, corpus, config, tmp_path / name, progress=False)
+        net = load_supernet(tmp_path / name)
+        batches = eval_batches(corpus.val, 2, 16, 8)
+        losses[name] = evaluate(net, {"member": member}, batches, torch.device("cpu"))["member"]
+    assert losses["family"] < losses["plain"] - 0.05, losses
+
+
+def test_family_config_round_trips_and_names_a_bad_member(tiny_space):
+    family = _mixed_family(tiny_space)
+    config = TrainConfig(family=list(family))  # as JSON gives it back
+    assert config.family == family
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    too_wide = Arch(4096, (LayerArch("conv", ffn=32),)).to_json()
+    with pytest.raises(ArchError, match="family arch 1: "):
+        TrainConfig(family=(family[0], too_wide)).family_archs(tiny_space)
+    with pytest.raises(ArchError, match="family arch 0: not valid JSON"):
+        TrainConfig(family=("{",)).family_archs(tiny_space)
