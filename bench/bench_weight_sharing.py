@@ -23,6 +23,10 @@
    fixed batches of the validation split), the relative gap, and Kendall tau between the
    two rankings.
    Targets: every inherited loss within 3% of standalone; tau >= 0.8.
+6. Print, per arch and layer, how much the inherited loss rises when that layer's mixer
+   is removed (made a skip, its FFN kept): which mixers the supernet actually uses.
+With --family NAMES, those bench archs train at every step beside the sandwich (nas
+train --family) and are marked * in the table.
 
 Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--seq-len 64]
        [--out runs/bench_weight_sharing] [--space FILE] [--eval-batches 32]

@@ -62,11 +62,11 @@ class TrainConfig:
     homogeneous_share: float = 0.5
     # A family: archs (canonical arch JSON) trained at every step as students, after the
     # smallest and before the random ones. Inherited weights are only as good as the
-    # training an arch's exact combination of mixers got: one trained as a student at
-    # every step scores like standalone training, while a random mixed-layer arch, whose
-    # combination the sampler almost never draws, scores 19-26% worse
-    # (bench/bench_weight_sharing.py --family, README). Listing the archs to ship (a
-    # search's picks) gives them that training in one set of nested weights.
+    # training an arch's exact combination of mixers got: a random mixed-layer arch, whose
+    # combination the sampler almost never draws whole, was 19% behind standalone
+    # training, and 3.5% behind as a family member (bench/bench_weight_sharing.py
+    # --family, README). Listing the archs to ship (a search's picks) gives them that
+    # training within one set of nested weights.
     family: tuple[str, ...] = ()
     lr: float = 3e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio at the last step
