@@ -57,6 +57,7 @@ from nas.supernet.batches import BatchSampler, eval_batches
 from nas.supernet.checkpoint import load_supernet, read_checkpoint
 from nas.supernet.corpus import load_corpus
 from nas.supernet.sandwich import cross_entropy
+from nas.supernet.static import StaticBlock
 from nas.supernet.training import (
     TrainConfig,
     evaluate,
@@ -180,11 +181,33 @@ def train_standalone(
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
     seconds = time.perf_counter() - start
+    loss = _static_loss(model, val_batches)
+    ablation = [
+        None
+        if block.layer.mixer == "skip"
+        else _static_loss(_without_mixer(model, i), val_batches) / loss - 1
+        for i, block in enumerate(model.blocks)
+    ]
+    return {"val_loss": loss, "seconds": seconds, "steps": config.steps, "ablation": ablation}
+
+
+@torch.no_grad()
+def _static_loss(model: nas.StaticModel, batches: list) -> float:
     model.eval()
-    with torch.no_grad():
-        total = sum(cross_entropy(model(x), y).item() * y.numel() for x, y in val_batches)
-        count = sum(y.numel() for _, y in val_batches)
-    return {"val_loss": total / count, "seconds": seconds, "steps": config.steps}
+    total = sum(cross_entropy(model(x), y).item() * y.numel() for x, y in batches)
+    return total / sum(y.numel() for _, y in batches)
+
+
+def _without_mixer(model: nas.StaticModel, i: int) -> nas.StaticModel:
+    """`model` with layer i's mixer made a skip (its FFN kept); shares the weights."""
+    block = model.blocks[i]
+    layer = LayerArch("skip", ffn=block.layer.ffn)
+    blocks = list(model.blocks)
+    blocks[i] = StaticBlock(layer, None, None, block.norm_ffn, block.ffn)
+    layers = tuple(b.layer for b in blocks)
+    return nas.StaticModel(
+        Arch(model.arch.d_model, layers), model.consts, model.embedding, blocks, model.exit_head
+    )
 
 
 def main() -> None:
@@ -272,24 +295,25 @@ def main() -> None:
     # a model trained alone would be tuned for itself (linear attention wants a lower lr
     # than conv does).
     best: dict[tuple[str, int], tuple[float, float]] = {}
+    best_ablation: dict[tuple[str, int], list[float | None] | None] = {}
     for name, arch in archs.items():
         for steps in sorted({matched[name], *([config.steps] if args.full_budget else [])}):
-            best[name, steps] = min(
-                (
-                    standalone(
-                        space,
-                        arch,
-                        name,
-                        corpus,
-                        replace(config, lr=lr),
-                        steps,
-                        val_batches,
-                        standalone_dir,
-                    ),
-                    lr,
+            runs = {
+                lr: standalone(
+                    space,
+                    arch,
+                    name,
+                    corpus,
+                    replace(config, lr=lr),
+                    steps,
+                    val_batches,
+                    standalone_dir,
                 )
                 for lr in lrs
-            )
+            }
+            lr = min(runs, key=lambda k: runs[k]["val_loss"])
+            best[name, steps] = (runs[lr]["val_loss"], lr)
+            best_ablation[name, steps] = runs[lr].get("ablation")
     results = {key: loss for key, (loss, _) in best.items()}
 
     print()
@@ -352,16 +376,20 @@ def main() -> None:
     print("standalone@all: trained alone on the supernet's whole token budget, for reference")
     print()
     print(
-        "inherited loss change when one layer's mixer is removed (its FFN kept): how much "
-        "each layer's mixer does inside the supernet"
+        "loss change when one layer's mixer is removed (its FFN kept): how much each "
+        "layer's mixer does, inside the supernet and in the standalone model (same tokens)"
     )
     for name, changes in ablation.items():
-        cells = "  ".join(
-            f"L{i}:{'-' if c is None else f'{c:+.1%}'}" for i, c in enumerate(changes)
-        )
-        print(f"  {name:<17} {cells}")
+        alone = best_ablation[name, matched[name]]
+        print(f"  {name:<17} inherited   {_cells(changes)}")
+        print(f"  {'':<17} standalone  {_cells(alone) if alone else '(not recorded)'}")
     summary["mixer_ablation"] = ablation
+    summary["mixer_ablation_standalone"] = {n: best_ablation[n, matched[n]] for n in archs}
     atomic_write_json(out / "results.json", summary)
+
+
+def _cells(changes: list[float | None]) -> str:
+    return "  ".join(f"L{i}:{'-' if c is None else f'{c:+.1%}'}" for i, c in enumerate(changes))
 
 
 def mixer_ablation(
@@ -404,8 +432,10 @@ def standalone(
     steps: int,
     val_batches: list,
     folder: Path,
-) -> float:
-    """Validation loss of `arch` trained alone for `steps` steps (kept in `folder`, reused)."""
+) -> dict:
+    """The record of `arch` trained alone for `steps` steps (kept in `folder`, reused):
+    "val_loss", and "ablation" (per layer, as `mixer_ablation`; absent in records
+    written before it was added)."""
     # A short run keeps the supernet's schedule shape: warmup at most a quarter of it.
     run = replace(config, steps=steps, warmup_steps=min(config.warmup_steps, max(1, steps // 4)))
     record = folder / f"{name}-{steps}-lr{config.lr:g}.json"
@@ -414,7 +444,7 @@ def standalone(
         if _standalone_key(saved.get("config", {})) == _standalone_key(run.to_dict()) and (
             saved.get("arch") == arch.to_dict()
         ):
-            return saved["val_loss"]
+            return saved
     print(
         f"standalone: {name} ({space.param_count(arch) / 1e6:.2f}M params), {steps} steps, "
         f"lr {config.lr:g}",
@@ -423,7 +453,7 @@ def standalone(
     result = train_standalone(space, arch, corpus, run, val_batches)
     result.update(config=run.to_dict(), arch=arch.to_dict())
     atomic_write_json(record, result)
-    return result["val_loss"]
+    return result
 
 
 if __name__ == "__main__":
