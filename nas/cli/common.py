@@ -29,12 +29,15 @@ def load_arch(path: str, space: SearchSpace) -> Arch:
 
 
 def load_archs(path: str, space: SearchSpace) -> list[Arch]:
-    """Read a JSON file holding one arch object or a list of them; check each against `space`."""
+    """Read a JSON file holding one arch object, a list of them, or one per line (as
+    `nas space sample -n N` prints); check each against `space`."""
     text = _read_arch_file(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ArchError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        data = _json_lines(text)
+        if data is None:
+            raise ArchError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     items = data if isinstance(data, list) else [data]
     if not items:
         raise ArchError(f"{path}: an empty list; give one arch object or a list of them")
@@ -42,6 +45,14 @@ def load_archs(path: str, space: SearchSpace) -> list[Arch]:
         _validated(Arch.from_dict(item, source=f"{path}: arch {i}"), space, f"{path}: arch {i}")
         for i, item in enumerate(items)
     ]
+
+
+def _json_lines(text: str) -> list | None:
+    """The values of a JSON Lines text, or None when some line is not JSON."""
+    try:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError:
+        return None
 
 
 def _read_arch_file(path: str) -> str:

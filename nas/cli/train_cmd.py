@@ -77,8 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--family",
         metavar="FILE",
-        help="JSON file of one arch or a list of archs (e.g. a search's picks) that train "
-        "at every step, so that their inherited weights match standalone training",
+        help="archs that train at every step, e.g. the ones you will ship: a JSON file of "
+        "one arch, a list of archs, or one arch per line (`nas space sample -n N` prints that)",
     )
     p.add_argument(
         "--eval-every",

@@ -200,6 +200,10 @@ def test_family_file_trains_its_archs_and_must_stay_the_same_on_resume(files, ca
     capsys.readouterr()
     assert _train(files, "--steps", "3", "--family", str(one), "--resume") == 2
     _one_error_line(capsys, "keeps its settings")
+    # One arch per line, as `nas space sample -n N` prints, is the same family as the list.
+    lines = tmp_path / "lines.jsonl"
+    lines.write_text("".join(a.to_json() + "\n" for a in archs[:2]))
+    assert _train(files, "--steps", "3", "--family", str(lines), "--resume") == 0
 
 
 def test_bad_family_file_gives_one_line_and_exit_2(files, capsys, tmp_path):
@@ -208,6 +212,7 @@ def test_bad_family_file_gives_one_line_and_exit_2(files, capsys, tmp_path):
         "missing.json": "arch file not found",
         "[]": "an empty list",
         "{": "not valid JSON",
+        '{"d_model": 32}\n{': "not valid JSON",
         '[{"d_model": 4096, "layers": [{"mixer": "conv", "ffn": 32}]}]': "arch 0",
         '[{"d_model": 32}]': "field 'layers' must be",
     }
