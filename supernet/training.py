@@ -470,8 +470,14 @@ def _check_finite(losses: dict[str, float], step: int) -> None:
 
 
 def _config_diff(saved: TrainConfig, given: TrainConfig) -> str:
+    def show(name: str, value: Any) -> str:
+        if name == "family":  # arch ids, not pages of JSON
+            return "[" + ", ".join(Arch.from_json(text).id for text in value) + "]"
+        return str(value)
+
     diffs = [
-        f"{f.name} {getattr(saved, f.name)} (given {getattr(given, f.name)})"
+        f"{f.name} {show(f.name, getattr(saved, f.name))} "
+        f"(given {show(f.name, getattr(given, f.name))})"
         for f in fields(TrainConfig)
         if getattr(saved, f.name) != getattr(given, f.name)
     ]

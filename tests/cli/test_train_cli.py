@@ -199,7 +199,8 @@ def test_family_file_trains_its_archs_and_must_stay_the_same_on_resume(files, ca
     one.write_text(archs[2].to_json())  # a single arch object is a family of one
     capsys.readouterr()
     assert _train(files, "--steps", "3", "--family", str(one), "--resume") == 2
-    _one_error_line(capsys, "keeps its settings")
+    # The refusal names the archs by id, not by pages of JSON.
+    _one_error_line(capsys, f"family [{archs[0].id}, {archs[1].id}] (given [{archs[2].id}])")
     # One arch per line, as `nas space sample -n N` prints, is the same family as the list.
     lines = tmp_path / "lines.jsonl"
     lines.write_text("".join(a.to_json() + "\n" for a in archs[:2]))
