@@ -36,6 +36,7 @@ from torch import nn
 
 from nas.search_space import Arch, SearchSpace
 from nas.supernet import NetConstants, StaticModel
+from nas.supernet.static import FORMAT as STATIC_FORMAT
 
 from .fingerprint import Workload
 
@@ -410,7 +411,7 @@ def random_model(space: SearchSpace, arch: Arch, seed: int = 0) -> StaticModel:
     initial scale (N(0, 0.02)) from a seeded generator.
     """
     config = {
-        "format": "nas.static/1",
+        "format": STATIC_FORMAT,
         "constants": NetConstants.from_space(space).to_dict(),
         "arch": arch.to_dict(),
     }
