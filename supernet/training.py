@@ -68,6 +68,10 @@ class TrainConfig:
     # --family, README). Listing the archs to ship (a search's picks) gives them that
     # training within one set of nested weights.
     family: tuple[str, ...] = ()
+    # Start from another run's trained weights (a checkpoint file or run folder) instead of
+    # a fresh initialisation; the optimizer and schedule start afresh. With a family, this
+    # specialises a trained supernet to the archs a search picked, without retraining it.
+    init_from: str = ""
     lr: float = 3e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio at the last step
     warmup_steps: int = 20  # linear warmup from lr / warmup_steps to lr
@@ -314,6 +318,8 @@ def train(
     metrics = MetricsLog(run_dir / METRICS_FILE)
     usage: Counter[str] = Counter()  # steps in which each layer slot's mixer weights trained
     step = 0
+    if ckpt is None and config.init_from:
+        restore(read_checkpoint(config.init_from, space), net)
     if ckpt is not None:
         restore(ckpt, net, optimizer)
         streams.set_state(ckpt.state)

@@ -28,6 +28,7 @@ _CONFIG_FLAGS = {
     "eval_every": "eval_every",
     "checkpoint_every": "checkpoint_every",
     "seed": "seed",
+    "init_from": "init_from",
 }
 
 
@@ -79,6 +80,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="archs that train at every step, e.g. the ones you will ship: a JSON file of "
         "one arch, a list of archs, or one arch per line (`nas space sample -n N` prints that)",
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="start from another run's trained weights (its folder or checkpoint file), e.g. "
+        "to specialise a trained supernet to a --family of picked archs",
     )
     p.add_argument(
         "--eval-every",

@@ -224,3 +224,20 @@ def test_bad_family_file_gives_one_line_and_exit_2(files, capsys, tmp_path):
         assert _train(files, "--steps", "2", "--family", str(path)) == 2
         _one_error_line(capsys, match)
         assert not (files["out"] / "checkpoint.safetensors").exists()
+
+
+def test_init_from_a_run_and_bad_sources(files, capsys, tmp_path):
+    assert _train(files, "--steps", "3") == 0
+    base = ["train", "--space", files["space"], "--data", files["data"], *SMALL, "--steps", "2"]
+    warm = tmp_path / "warm"
+    assert main([*base, "--out", str(warm), "--init-from", str(files["out"])]) == 0
+    assert read_manifest(warm)["config"]["init_from"] == str(files["out"])
+    capsys.readouterr()
+    for source, match in (
+        (tmp_path / "nope", "checkpoint not found"),
+        (files["data"], "corrupted"),
+    ):
+        out = tmp_path / "bad"
+        assert main([*base, "--out", str(out), "--init-from", str(source)]) == 2
+        _one_error_line(capsys, match)
+        assert not out.exists()

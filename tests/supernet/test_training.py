@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_tiny_space
 from nas import Arch, ArchError, CheckpointError, DataError, DeviceError, LayerArch, Supernet
 from nas.supernet.batches import eval_batches
 from nas.supernet.checkpoint import load_supernet, read_checkpoint
@@ -254,3 +255,21 @@ def test_family_config_round_trips_and_names_a_bad_member(tiny_space):
         TrainConfig(family=(family[0], too_wide)).family_archs(tiny_space)
     with pytest.raises(ArchError, match="family arch 0: not valid JSON"):
         TrainConfig(family=("{",)).family_archs(tiny_space)
+
+
+def test_init_from_starts_at_another_runs_weights(tiny_space, corpus, tmp_path):
+    source = train(
+        tiny_space, corpus, TrainConfig(steps=30, **TINY), tmp_path / "a", progress=False
+    )
+    fresh = TrainConfig(steps=1, seed=1, **TINY)
+    train(tiny_space, corpus, fresh, tmp_path / "fresh", progress=False)
+    warm = TrainConfig(steps=1, seed=1, init_from=str(source.run_dir), **TINY)
+    train(tiny_space, corpus, warm, tmp_path / "warm", progress=False)
+    first_fresh, first_warm = _losses(tmp_path / "fresh")[0][0], _losses(tmp_path / "warm")[0][0]
+    assert first_warm[1] < first_fresh[1] - 1.0  # the largest arch's loss at step 1
+    # A checkpoint of another space is refused before anything is written.
+    other = make_tiny_space(d_model=(16, 48))
+    bad = TrainConfig(steps=1, init_from=str(source.run_dir), **TINY)
+    with pytest.raises(CheckpointError, match="another search space"):
+        train(other, corpus, bad, tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()
