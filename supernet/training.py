@@ -319,7 +319,10 @@ def train(
     usage: Counter[str] = Counter()  # steps in which each layer slot's mixer weights trained
     step = 0
     if ckpt is None and config.init_from:
-        restore(read_checkpoint(config.init_from, space), net)
+        source = read_checkpoint(config.init_from, space)
+        restore(source, net)
+        # Continue the source's streams, so that the new run draws batches it has not seen.
+        streams.set_state(source.state)
     if ckpt is not None:
         restore(ckpt, net, optimizer)
         streams.set_state(ckpt.state)

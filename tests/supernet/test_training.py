@@ -267,6 +267,13 @@ def test_init_from_starts_at_another_runs_weights(tiny_space, corpus, tmp_path):
     train(tiny_space, corpus, warm, tmp_path / "warm", progress=False)
     first_fresh, first_warm = _losses(tmp_path / "fresh")[0][0], _losses(tmp_path / "warm")[0][0]
     assert first_warm[1] < first_fresh[1] - 1.0  # the largest arch's loss at step 1
+    # The batch stream continues the source's: step 1's batch is the source's step 31.
+    cont = TrainConfig(steps=31, **TINY)
+    train(tiny_space, corpus, cont, tmp_path / "cont", progress=False, stop_after=31)
+    assert (
+        read_checkpoint(tmp_path / "warm").state["batch_rng"]
+        == (read_checkpoint(tmp_path / "cont").state["batch_rng"])
+    )
     # A checkpoint of another space is refused before anything is written.
     other = make_tiny_space(d_model=(16, 48))
     bad = TrainConfig(steps=1, init_from=str(source.run_dir), **TINY)
