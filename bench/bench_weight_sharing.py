@@ -135,20 +135,8 @@ def _lr_list(text: str) -> list[float]:
 
 
 def _name_list(text: str) -> tuple[str, ...]:
-    """'mixed0,mixed1' -> ('mixed0', 'mixed1'), each a name `bench_archs` gives."""
-    known = {
-        "smallest",
-        "largest",
-        *(m[0] for m in MIDDLE),
-        *(f"mixed{i}" for i in range(MIXED_ARCHS)),
-    }
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown bench arch(s) {unknown}; choose from {sorted(known)}"
-        )
-    return names
+    """'mixed0,mixed1' -> ('mixed0', 'mixed1'); main checks them against `bench_archs`."""
+    return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 def _standalone_key(config: dict) -> dict:
@@ -200,14 +188,18 @@ def _static_loss(model: nas.StaticModel, batches: list) -> float:
 
 def _without_mixer(model: nas.StaticModel, i: int) -> nas.StaticModel:
     """`model` with layer i's mixer made a skip (its FFN kept); shares the weights."""
-    block = model.blocks[i]
-    layer = LayerArch("skip", ffn=block.layer.ffn)
+    arch = _skipped(model.arch, i)
     blocks = list(model.blocks)
-    blocks[i] = StaticBlock(layer, None, None, block.norm_ffn, block.ffn)
-    layers = tuple(b.layer for b in blocks)
-    return nas.StaticModel(
-        Arch(model.arch.d_model, layers), model.consts, model.embedding, blocks, model.exit_head
-    )
+    block = blocks[i]
+    blocks[i] = StaticBlock(arch.layers[i], None, None, block.norm_ffn, block.ffn)
+    return nas.StaticModel(arch, model.consts, model.embedding, blocks, model.exit_head)
+
+
+def _skipped(arch: Arch, i: int) -> Arch:
+    """`arch` with layer i's mixer made a skip, its FFN kept."""
+    layers = list(arch.layers)
+    layers[i] = LayerArch("skip", ffn=layers[i].ffn)
+    return Arch(arch.d_model, tuple(layers))
 
 
 def main() -> None:
@@ -249,6 +241,10 @@ def main() -> None:
     args = parser.parse_args()
 
     space = nas.SearchSpace.from_file(args.space) if args.space else nas.SearchSpace.default()
+    archs = bench_archs(space)
+    unknown = [n for n in args.family if n not in archs]
+    if unknown:
+        parser.error(f"--family: unknown bench arch(s) {unknown}; choose from {list(archs)}")
     corpus = load_corpus(None)
     config = TrainConfig(
         steps=args.steps,
@@ -262,7 +258,7 @@ def main() -> None:
         eval_every=max(1, args.steps // 4),
         checkpoint_every=max(1, args.steps // 8),
         seed=args.seed,
-        family=tuple(bench_archs(space)[n].to_json() for n in args.family),
+        family=tuple(archs[n].to_json() for n in args.family),
     )
     out = Path(args.out)
     tokens = config.steps * config.batch_size * config.seq_len
@@ -277,7 +273,6 @@ def main() -> None:
 
     usage = read_checkpoint(out / "supernet").state["usage"]
     net = load_supernet(out / "supernet")
-    archs = bench_archs(space)
     val_batches = eval_batches(corpus.val, config.batch_size, config.seq_len, args.eval_batches)
     inherited = evaluate(net, archs, val_batches, torch.device("cpu"))
     ablation = mixer_ablation(net, space, archs, val_batches, inherited)
@@ -291,11 +286,9 @@ def main() -> None:
     }
     standalone_dir = Path(args.standalone_dir) if args.standalone_dir else out / "standalone"
     lrs = args.standalone_lrs
-    # (name, steps) -> (validation loss, lr) of the best standalone run within the lr grid:
-    # a model trained alone would be tuned for itself (linear attention wants a lower lr
-    # than conv does).
-    best: dict[tuple[str, int], tuple[float, float]] = {}
-    best_ablation: dict[tuple[str, int], list[float | None] | None] = {}
+    # (name, steps) -> (lr, record) of the best standalone run within the lr grid: a model
+    # trained alone would be tuned for itself (linear attention wants a lower lr than conv).
+    best: dict[tuple[str, int], tuple[float, dict]] = {}
     for name, arch in archs.items():
         for steps in sorted({matched[name], *([config.steps] if args.full_budget else [])}):
             runs = {
@@ -312,9 +305,8 @@ def main() -> None:
                 for lr in lrs
             }
             lr = min(runs, key=lambda k: runs[k]["val_loss"])
-            best[name, steps] = (runs[lr]["val_loss"], lr)
-            best_ablation[name, steps] = runs[lr].get("ablation")
-    results = {key: loss for key, (loss, _) in best.items()}
+            best[name, steps] = (lr, runs[lr])
+    results = {key: record["val_loss"] for key, (_, record) in best.items()}
 
     print()
     print(
@@ -336,7 +328,7 @@ def main() -> None:
         line = (
             f"{label:<17} {space.param_count(arch) / 1e6:>6.2f}M "
             f"{matched[name] * config.batch_size * config.seq_len:>11,} {inh:>9.3f} "
-            f"{alone:>10.3f} {best[name, matched[name]][1]:>7g} {(inh - alone) / alone:>+7.1%}"
+            f"{alone:>10.3f} {best[name, matched[name]][0]:>7g} {(inh - alone) / alone:>+7.1%}"
         )
         full = results.get((name, config.steps))
         if args.full_budget:
@@ -363,7 +355,7 @@ def main() -> None:
         "inherited": inherited,
         "standalone_same_tokens": {n: results[n, matched[n]] for n in archs},
         "standalone_lrs": lrs,
-        "standalone_best_lr": {n: best[n, matched[n]][1] for n in archs},
+        "standalone_best_lr": {n: best[n, matched[n]][0] for n in archs},
         "kendall_tau": tau,
         "max_abs_gap": worst,
         "family": list(args.family),
@@ -380,11 +372,13 @@ def main() -> None:
         "layer's mixer does, inside the supernet and in the standalone model (same tokens)"
     )
     for name, changes in ablation.items():
-        alone = best_ablation[name, matched[name]]
+        alone = best[name, matched[name]][1].get("ablation")
         print(f"  {name:<17} inherited   {_cells(changes)}")
         print(f"  {'':<17} standalone  {_cells(alone) if alone else '(not recorded)'}")
     summary["mixer_ablation"] = ablation
-    summary["mixer_ablation_standalone"] = {n: best_ablation[n, matched[n]] for n in archs}
+    summary["mixer_ablation_standalone"] = {
+        n: best[n, matched[n]][1].get("ablation") for n in archs
+    }
     atomic_write_json(out / "results.json", summary)
     plot = out / "weight_sharing.png"
     save_plot(plot, summary, set(args.family), tau)
@@ -472,9 +466,7 @@ def mixer_ablation(
     for name, arch in archs.items():
         for i, layer in enumerate(arch.layers):
             if layer.mixer != "skip":
-                layers = list(arch.layers)
-                layers[i] = LayerArch("skip", ffn=layer.ffn)
-                variants[name, i] = space.validate(Arch(arch.d_model, tuple(layers)))
+                variants[name, i] = space.validate(_skipped(arch, i))
     losses = evaluate(
         net, {f"{n}/{i}": a for (n, i), a in variants.items()}, batches, torch.device("cpu")
     )
