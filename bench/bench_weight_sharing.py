@@ -5,7 +5,7 @@
    --batch-size x --seq-len tokens. The run goes to OUT/supernet and is resumed if there.
 2. Pick archs: the smallest, the largest, middle archs built on the non-attention
    mixers (ssm, linear_attention, conv, glu, pool) and on sliding_window, of varied sizes,
-   and two random archs whose mixers vary by layer (what a search returns).
+   and --mixed random archs (default 2) whose mixers vary by layer (what a search returns).
 3. Measure each arch's validation loss with the supernet's weights, as they are
    (inherited; no fine-tuning).
 4. Train each arch alone from scratch (initialised like the supernet, the prefix of a
@@ -21,7 +21,8 @@
    reused by a rerun with the same standalone settings.
 5. Print per arch: tokens seen, inherited and standalone validation loss (nats/token,
    fixed batches of the validation split), the relative gap, and Kendall tau between the
-   two rankings.
+   two rankings, with a 90% bootstrap interval over the archs (and, with --mixed 3 or
+   more, tau among the random archs alone: the comparisons a search makes).
    Targets: every inherited loss within 3% of standalone; tau >= 0.8.
 6. Print, per arch and layer, how much the inherited loss rises when that layer's mixer
    is removed (made a skip, its FFN kept): which mixers the supernet actually uses.
@@ -31,7 +32,7 @@ train --family) and are marked * in the table.
 Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--seq-len 64]
        [--out runs/bench_weight_sharing] [--space FILE] [--eval-batches 32]
        [--distill-weight W] [--homogeneous-share S] [--standalone-lrs 0.001,0.003,0.006]
-       [--no-full-budget] [--family mixed0,mixed1]
+       [--no-full-budget] [--family mixed0,mixed1] [--mixed 2]
 The README's figures: --space bench/spaces/weight_sharing.yaml --steps 6000
 --batch-size 16 --seq-len 64 --distill-weight 0 --no-full-budget (about 60 min on 2 cores:
 15 for the supernet, 45 for 30 standalone runs).
@@ -96,9 +97,10 @@ STANDALONE_FIELDS = (
 )
 
 
-def bench_archs(space: nas.SearchSpace) -> dict[str, Arch]:
+def bench_archs(space: nas.SearchSpace, mixed: int = MIXED_ARCHS) -> dict[str, Arch]:
     """The smallest, the largest, one middle arch per mixer of `MIDDLE` in the space, and
-    `MIXED_ARCHS` random archs ("mixed0", ...)."""
+    `mixed` random archs ("mixed0", ...; one seeded stream, so a larger `mixed` keeps the
+    first ones)."""
     archs = {"smallest": space.smallest(), "largest": space.largest()}
 
     def pick(values: tuple[int, ...], i: int) -> int:
@@ -116,7 +118,7 @@ def bench_archs(space: nas.SearchSpace) -> dict[str, Arch]:
         )
         depth = pick(space.exits, e_i)
         archs[f"{mixer}"] = space.validate(Arch(pick(space.d_model, d_i), (layer,) * depth))
-    for i, arch in enumerate(space.sample_many(MIXED_ARCHS, seed=MIXED_SEED)):
+    for i, arch in enumerate(space.sample_many(mixed, seed=MIXED_SEED)):
         archs[f"mixed{i}"] = arch
     return archs
 
@@ -236,12 +238,21 @@ def main() -> None:
         "every step as its family (nas train --family); marked * in the table",
     )
     parser.add_argument(
+        "--mixed",
+        type=int,
+        default=MIXED_ARCHS,
+        help="random archs of the space (mixers varying by layer) to compare; with 3 or more, "
+        "tau among them alone is printed too: the ranking a search relies on",
+    )
+    parser.add_argument(
         "--standalone-dir", help="where standalone results are kept (default: OUT/standalone)"
     )
     args = parser.parse_args()
 
     space = nas.SearchSpace.from_file(args.space) if args.space else nas.SearchSpace.default()
-    archs = bench_archs(space)
+    if args.mixed < 0:
+        parser.error("--mixed must be 0 or more")
+    archs = bench_archs(space, args.mixed)
     unknown = [n for n in args.family if n not in archs]
     if unknown:
         parser.error(f"--family: unknown bench arch(s) {unknown}; choose from {list(archs)}")
@@ -335,9 +346,10 @@ def main() -> None:
             line += f" {full:>14.3f} {(inh - full) / full:>+7.1%}"
         rows.append((inh, alone, full))
         print(line)
-    tau = kendalltau([r[0] for r in rows], [r[1] for r in rows]).statistic
+    mixed = [name.startswith("mixed") for name in archs]
+    taus = report_tau("standalone (same tokens)", rows, 1, mixed, "   (target >= 0.8)")
+    tau = taus["all"][0]
     worst = max(abs(r[0] - r[1]) / r[1] for r in rows)
-    print(f"Kendall tau, inherited vs standalone (same tokens): {tau:.3f}   (target >= 0.8)")
     print(f"largest |gap| (same tokens): {worst:.1%}   (target <= 3%)")
     if args.family:
         members = [r for r, name in zip(rows, archs, strict=True) if name in args.family]
@@ -357,14 +369,15 @@ def main() -> None:
         "standalone_lrs": lrs,
         "standalone_best_lr": {n: best[n, matched[n]][0] for n in archs},
         "kendall_tau": tau,
+        "kendall_tau_detail": taus,
         "max_abs_gap": worst,
         "family": list(args.family),
     }
     if args.full_budget:
-        tau_full = kendalltau([r[0] for r in rows], [r[2] for r in rows]).statistic
-        print(f"Kendall tau, inherited vs standalone@all ({tokens:,} tokens each): {tau_full:.3f}")
+        taus_full = report_tau(f"standalone@all ({tokens:,} tokens each)", rows, 2, mixed)
         summary["standalone_all_tokens"] = {n: results[n, config.steps] for n in archs}
-        summary["kendall_tau_all_tokens"] = tau_full
+        summary["kendall_tau_all_tokens"] = taus_full["all"][0]
+        summary["kendall_tau_all_tokens_detail"] = taus_full
     print("standalone@all: trained alone on the supernet's whole token budget, for reference")
     print()
     print(
@@ -383,6 +396,49 @@ def main() -> None:
     plot = out / "weight_sharing.png"
     save_plot(plot, summary, set(args.family), tau)
     print(f"plot: {plot}")
+
+
+def report_tau(
+    reference: str, rows: list[tuple], column: int, mixed: list[bool], target: str = ""
+) -> dict[str, list[float]]:
+    """Print Kendall tau of inherited (rows[i][0]) vs rows[i][column], over all archs and,
+    with 3 or more, over the random mixed ones alone, each with its 90% bootstrap
+    interval. Returns {"all": [tau, low, high], "mixed": [...]} (no "mixed" if too few)."""
+    subsets = {"all": rows, "mixed": [r for r, m in zip(rows, mixed, strict=True) if m]}
+    taus = {}
+    for label, subset in subsets.items():
+        if label == "mixed" and len(subset) < 3:
+            continue
+        a, b = [r[0] for r in subset], [r[column] for r in subset]
+        taus[label] = [kendalltau(a, b).statistic, *tau_interval(a, b)]
+        tau, low, high = taus[label]
+        among = "" if label == "all" else f", among the {len(subset)} mixed archs alone"
+        note = target if label == "all" else ""
+        print(
+            f"Kendall tau, inherited vs {reference}{among}: {tau:.3f}{note}"
+            f"   (90% bootstrap interval over the archs {low:.2f}..{high:.2f})"
+        )
+    return taus
+
+
+def tau_interval(
+    a: list[float], b: list[float], resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """5th and 95th percentiles of Kendall tau over bootstrap resamples of the archs.
+
+    With ten archs one swapped pair moves tau by 0.04, so a single tau says little alone;
+    resampling the archs shows how far it could move with another choice of them.
+    """
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(a), np.asarray(b)
+    taus = []
+    for _ in range(resamples):
+        pick = rng.integers(0, len(a), len(a))
+        value = kendalltau(a[pick], b[pick]).statistic
+        if np.isfinite(value):  # a resample of one repeated arch has no ranking
+            taus.append(value)
+    low, high = np.percentile(taus, [5, 95])
+    return float(low), float(high)
 
 
 def save_plot(path: Path, summary: dict, family: set[str], tau: float) -> None:
