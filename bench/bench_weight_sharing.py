@@ -344,7 +344,7 @@ def main() -> None:
         full = results.get((name, config.steps))
         if args.full_budget:
             line += f" {full:>14.3f} {(inh - full) / full:>+7.1%}"
-        rows.append((inh, alone, full))
+        rows.append((inh, alone, full, space.param_count(arch)))
         print(line)
     mixed = [name.startswith("mixed") for name in archs]
     taus = report_tau("standalone (same tokens)", rows, 1, mixed, "   (target >= 0.8)")
@@ -403,20 +403,24 @@ def report_tau(
 ) -> dict[str, list[float]]:
     """Print Kendall tau of inherited (rows[i][0]) vs rows[i][column], over all archs and,
     with 3 or more, over the random mixed ones alone, each with its 90% bootstrap
-    interval. Returns {"all": [tau, low, high], "mixed": [...]} (no "mixed" if too few)."""
+    interval, and beside it the tau of a ranking by parameter count (rows[i][-1]; more
+    parameters ranked as lower loss), the floor a supernet must beat to be worth asking.
+    Returns {"all": [tau, low, high, params tau], "mixed": [...]} (no "mixed" if too few)."""
     subsets = {"all": rows, "mixed": [r for r, m in zip(rows, mixed, strict=True) if m]}
     taus = {}
     for label, subset in subsets.items():
         if label == "mixed" and len(subset) < 3:
             continue
         a, b = [r[0] for r in subset], [r[column] for r in subset]
-        taus[label] = [kendalltau(a, b).statistic, *tau_interval(a, b)]
-        tau, low, high = taus[label]
+        by_params = kendalltau([-r[-1] for r in subset], b).statistic
+        taus[label] = [kendalltau(a, b).statistic, *tau_interval(a, b), by_params]
+        tau, low, high, _ = taus[label]
         among = "" if label == "all" else f", among the {len(subset)} mixed archs alone"
         note = target if label == "all" else ""
         print(
             f"Kendall tau, inherited vs {reference}{among}: {tau:.3f}{note}"
-            f"   (90% bootstrap interval over the archs {low:.2f}..{high:.2f})"
+            f"   (90% bootstrap interval over the archs {low:.2f}..{high:.2f}; "
+            f"ranking by parameter count: {by_params:.3f})"
         )
     return taus
 
