@@ -26,6 +26,9 @@
    Targets: every inherited loss within 3% of standalone; tau >= 0.8.
 6. Print, per arch and layer, how much the inherited loss rises when that layer's mixer
    is removed (made a skip, its FFN kept): which mixers the supernet actually uses.
+7. With --finetune-steps 25,50: fine-tune each arch's inherited weights alone for that
+   many steps and print tau of those losses against the same references (a cheap
+   ranking aid a search could use).
 With --family NAMES, those bench archs train at every step beside the sandwich (nas
 train --family) and are marked * in the table.
 
@@ -33,6 +36,7 @@ Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--se
        [--out runs/bench_weight_sharing] [--space FILE] [--eval-batches 32]
        [--distill-weight W] [--homogeneous-share S] [--standalone-lrs 0.001,0.003,0.006]
        [--no-full-budget] [--family mixed0,mixed1] [--mixed 2]
+       [--finetune-steps 25,50] [--finetune-lr 0.001]
 The README's figures: --space bench/spaces/weight_sharing.yaml --steps 6000
 --batch-size 16 --seq-len 64 --distill-weight 0 --no-full-budget (about 60 min on 2 cores:
 15 for the supernet, 45 for 30 standalone runs).
@@ -134,6 +138,17 @@ def _lr_list(text: str) -> list[float]:
     if not lrs or min(lrs) <= 0:
         raise argparse.ArgumentTypeError(f"learning rates must be > 0, got '{text}'")
     return lrs
+
+
+def _steps_list(text: str) -> tuple[int, ...]:
+    """'25,50' -> (25, 50): distinct positive step counts, ascending."""
+    try:
+        steps = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of step counts") from None
+    if not steps or steps[0] < 1:
+        raise argparse.ArgumentTypeError(f"'{text}': step counts must be 1 or more")
+    return tuple(steps)
 
 
 def _name_list(text: str) -> tuple[str, ...]:
@@ -245,6 +260,15 @@ def main() -> None:
         "tau among them alone is printed too: the ranking a search relies on",
     )
     parser.add_argument(
+        "--finetune-steps",
+        type=_steps_list,
+        default=(),
+        help="comma-separated step counts (e.g. 25,50): also rank the archs after fine-tuning "
+        "each one's inherited weights for that many steps (lr --finetune-lr, on a batch "
+        "stream of its own), and print tau of those losses against each reference",
+    )
+    parser.add_argument("--finetune-lr", type=float, default=1e-3)
+    parser.add_argument(
         "--standalone-dir", help="where standalone results are kept (default: OUT/standalone)"
     )
     args = parser.parse_args()
@@ -287,6 +311,9 @@ def main() -> None:
     val_batches = eval_batches(corpus.val, config.batch_size, config.seq_len, args.eval_batches)
     inherited = evaluate(net, archs, val_batches, torch.device("cpu"))
     ablation = mixer_ablation(net, space, archs, val_batches, inherited)
+    finetuned = finetuned_losses(
+        net, archs, corpus, replace(config, lr=args.finetune_lr), args.finetune_steps, val_batches
+    )
     del net
 
     # Standalone budgets: the tokens each arch's own weights saw inside the supernet (the
@@ -378,6 +405,17 @@ def main() -> None:
         summary["standalone_all_tokens"] = {n: results[n, config.steps] for n in archs}
         summary["kendall_tau_all_tokens"] = taus_full["all"][0]
         summary["kendall_tau_all_tokens_detail"] = taus_full
+    for steps, losses in finetuned.items():
+        ft_rows = [(losses[name], *row[1:]) for name, row in zip(archs, rows, strict=True)]
+        what = f"fine-tuned {steps} steps"
+        detail = {
+            "same_tokens": report_tau("standalone (same tokens)", ft_rows, 1, mixed, what=what)
+        }
+        if args.full_budget:
+            detail["all_tokens"] = report_tau(
+                f"standalone@all ({tokens:,} tokens each)", ft_rows, 2, mixed, what=what
+            )
+        summary.setdefault("finetuned", {})[steps] = {"loss": losses, "kendall_tau": detail}
     print("standalone@all: trained alone on the supernet's whole token budget, for reference")
     print()
     print(
@@ -399,9 +437,14 @@ def main() -> None:
 
 
 def report_tau(
-    reference: str, rows: list[tuple], column: int, mixed: list[bool], target: str = ""
+    reference: str,
+    rows: list[tuple],
+    column: int,
+    mixed: list[bool],
+    target: str = "",
+    what: str = "inherited",
 ) -> dict[str, list[float]]:
-    """Print Kendall tau of inherited (rows[i][0]) vs rows[i][column], over all archs and,
+    """Print Kendall tau of `what` (rows[i][0]) vs rows[i][column], over all archs and,
     with 3 or more, over the random mixed ones alone, each with its 90% bootstrap
     interval, and beside it the tau of a ranking by parameter count (rows[i][-1]; more
     parameters ranked as lower loss), the floor a supernet must beat to be worth asking.
@@ -418,11 +461,48 @@ def report_tau(
         among = "" if label == "all" else f", among the {len(subset)} mixed archs alone"
         note = target if label == "all" else ""
         print(
-            f"Kendall tau, inherited vs {reference}{among}: {tau:.3f}{note}"
+            f"Kendall tau, {what} vs {reference}{among}: {tau:.3f}{note}"
             f"   (90% bootstrap interval over the archs {low:.2f}..{high:.2f}; "
             f"ranking by parameter count: {by_params:.3f})"
         )
     return taus
+
+
+def finetuned_losses(
+    net: nas.Supernet,
+    archs: dict[str, Arch],
+    corpus,
+    config: TrainConfig,
+    steps: tuple[int, ...],
+    batches: list,
+) -> dict[int, dict[str, float]]:
+    """{n: {name: validation loss after n steps of fine-tuning its inherited weights}}.
+
+    Each arch is extracted and trained alone at the constant lr `config.lr`, without weight
+    decay, on a batch stream of its own (not the supernet's), and validated at each n of
+    `steps`: what a search could afford per candidate, to rank mixer combinations that
+    the supernet never trained together.
+    """
+    results: dict[int, dict[str, float]] = {n: {} for n in steps}
+    for name, arch in archs.items():
+        model = net.extract(arch).train()
+        optimizer = make_optimizer(model, replace(config, weight_decay=0.0))
+        sampler = BatchSampler(
+            corpus.train,
+            config.batch_size,
+            config.seq_len,
+            np.random.default_rng([config.seed, 3]),
+        )
+        for step in range(1, steps[-1] + 1):
+            inputs, targets = sampler.next()  # (B, T)
+            optimizer.zero_grad(set_to_none=True)
+            cross_entropy(model(inputs), targets).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            if step in results:
+                results[step][name] = _static_loss(model, batches)
+                model.train()
+    return results
 
 
 def tau_interval(
