@@ -180,11 +180,7 @@ def train_standalone(
     for step in range(config.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
-        inputs, targets = sampler.next()  # (B, T)
-        optimizer.zero_grad(set_to_none=True)
-        cross_entropy(model(inputs), targets).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        _train_step(model, optimizer, sampler, config.grad_clip)
     seconds = time.perf_counter() - start
     loss = _static_loss(model, val_batches)
     ablation = [
@@ -194,6 +190,17 @@ def train_standalone(
         for i, block in enumerate(model.blocks)
     ]
     return {"val_loss": loss, "seconds": seconds, "steps": config.steps, "ablation": ablation}
+
+
+def _train_step(
+    model: nas.StaticModel, optimizer: torch.optim.Optimizer, sampler: BatchSampler, clip: float
+) -> None:
+    """One next-token training step of a static model on the sampler's next batch."""
+    inputs, targets = sampler.next()  # (B, T)
+    optimizer.zero_grad(set_to_none=True)
+    cross_entropy(model(inputs), targets).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
 
 
 @torch.no_grad()
@@ -362,16 +369,17 @@ def main() -> None:
     rows = []
     for name, arch in archs.items():
         inh, alone = inherited[name], results[name, matched[name]]
+        params = space.param_count(arch)
         label = name + ("*" if name in args.family else "")
         line = (
-            f"{label:<17} {space.param_count(arch) / 1e6:>6.2f}M "
+            f"{label:<17} {params / 1e6:>6.2f}M "
             f"{matched[name] * config.batch_size * config.seq_len:>11,} {inh:>9.3f} "
             f"{alone:>10.3f} {best[name, matched[name]][0]:>7g} {(inh - alone) / alone:>+7.1%}"
         )
         full = results.get((name, config.steps))
         if args.full_budget:
             line += f" {full:>14.3f} {(inh - full) / full:>+7.1%}"
-        rows.append((inh, alone, full, space.param_count(arch)))
+        rows.append((inh, alone, full, params))
         print(line)
     mixed = [name.startswith("mixed") for name in archs]
     taus = report_tau("standalone (same tokens)", rows, 1, mixed, "   (target >= 0.8)")
@@ -494,11 +502,7 @@ def finetuned_losses(
             np.random.default_rng([config.seed, 3]),
         )
         for step in range(1, steps[-1] + 1):
-            inputs, targets = sampler.next()  # (B, T)
-            optimizer.zero_grad(set_to_none=True)
-            cross_entropy(model(inputs), targets).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            _train_step(model, optimizer, sampler, config.grad_clip)
             if step in results:
                 results[step][name] = _static_loss(model, batches)
                 model.train()
