@@ -1,6 +1,6 @@
 """Weight sharing vs standalone training: do inherited weights rank archs as training alone would?
 
-1. Train the supernet of the space on the default corpus (the trainer of `nas train`:
+1. Train the supernet of the space on the default corpus (or --data) (the trainer of `nas train`:
    sandwich rule, in-place distillation, a loss at every exit) for --steps steps of
    --batch-size x --seq-len tokens. The run goes to OUT/supernet and is resumed if there.
 2. Pick archs: the smallest, the largest, middle archs built on the non-attention
@@ -18,7 +18,7 @@
    each arch is compared with a baseline tuned for itself (linear attention wants a lower
    lr than conv). For reference, each arch is also trained alone on the whole budget
    (standalone@all). Results go to OUT/standalone/*.json (or --standalone-dir) and are
-   reused by a rerun with the same standalone settings.
+   reused by a rerun with the same standalone settings, space, corpus and --eval-batches.
 5. Print per arch: tokens seen, inherited and standalone validation loss (nats/token,
    fixed batches of the validation split), the relative gap, and Kendall tau between the
    two rankings, with a 90% bootstrap interval over the archs (and, with --mixed 3 or
@@ -33,7 +33,7 @@ With --family NAMES, those bench archs train at every step beside the sandwich (
 train --family) and are marked * in the table.
 
 Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--seq-len 64]
-       [--out runs/bench_weight_sharing] [--space FILE] [--eval-batches 32]
+       [--out runs/bench_weight_sharing] [--space FILE] [--data PATH] [--eval-batches 32]
        [--distill-weight W] [--homogeneous-share S] [--standalone-lrs 0.001,0.003,0.006]
        [--no-full-budget] [--family mixed0,mixed1] [--mixed 2]
        [--finetune-steps 25,50] [--finetune-lr 0.001]
@@ -57,6 +57,7 @@ from scipy.stats import kendalltau
 import nas
 from nas import Arch, LayerArch
 from nas.search_space import MIXERS
+from nas.search_space.errors import DataError, SpaceError
 from nas.supernet.atomic import atomic_write_json
 from nas.supernet.batches import BatchSampler, eval_batches
 from nas.supernet.checkpoint import load_supernet, read_checkpoint
@@ -229,6 +230,10 @@ def _skipped(arch: Arch, i: int) -> Arch:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--space", help="search space file (default: the shipped space)")
+    parser.add_argument(
+        "--data", help="corpus, as nas train --data takes it (default: the default corpus)"
+    )
+    parser.add_argument("--dtype", help="token dtype of a raw .bin corpus (e.g. uint16)")
     parser.add_argument("--steps", type=int, default=800, help="supernet (and standalone) steps")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=64)
@@ -280,14 +285,20 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    space = nas.SearchSpace.from_file(args.space) if args.space else nas.SearchSpace.default()
+    try:
+        space = nas.SearchSpace.from_file(args.space) if args.space else nas.SearchSpace.default()
+    except SpaceError as exc:
+        parser.error(str(exc))
     if args.mixed < 0:
         parser.error("--mixed must be 0 or more")
     archs = bench_archs(space, args.mixed)
     unknown = [n for n in args.family if n not in archs]
     if unknown:
         parser.error(f"--family: unknown bench arch(s) {unknown}; choose from {list(archs)}")
-    corpus = load_corpus(None)
+    try:
+        corpus = load_corpus(args.data, dtype=args.dtype)
+    except DataError as exc:
+        parser.error(str(exc))
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -330,6 +341,13 @@ def main() -> None:
         for name, arch in archs.items()
     }
     standalone_dir = Path(args.standalone_dir) if args.standalone_dir else out / "standalone"
+    # What a standalone record's loss also depends on besides its arch and training config:
+    # a record is reused only where all of it matches.
+    context = {
+        "space": space.fingerprint,
+        "data": corpus.key,
+        "eval_batches": args.eval_batches,
+    }
     lrs = args.standalone_lrs
     # (name, steps) -> (lr, record) of the best standalone run within the lr grid: a model
     # trained alone would be tuned for itself (linear attention wants a lower lr than conv).
@@ -346,6 +364,7 @@ def main() -> None:
                     steps,
                     val_batches,
                     standalone_dir,
+                    context,
                 )
                 for lr in lrs
             }
@@ -492,6 +511,8 @@ def finetuned_losses(
     the supernet never trained together.
     """
     results: dict[int, dict[str, float]] = {n: {} for n in steps}
+    if not steps:  # --finetune-steps not given
+        return results
     for name, arch in archs.items():
         model = net.extract(arch).train()
         optimizer = make_optimizer(model, replace(config, weight_decay=0.0))
@@ -634,17 +655,20 @@ def standalone(
     steps: int,
     val_batches: list,
     folder: Path,
+    context: dict,
 ) -> dict:
-    """The record of `arch` trained alone for `steps` steps (kept in `folder`, reused):
-    "val_loss", and "ablation" (per layer, as `mixer_ablation`; absent in records
-    written before it was added)."""
+    """The record of `arch` trained alone for `steps` steps (kept in `folder`, reused where
+    its arch, training config and `context` match): "val_loss", and "ablation" (per
+    layer, as `mixer_ablation`; absent in records written before it was added)."""
     # A short run keeps the supernet's schedule shape: warmup at most a quarter of it.
     run = replace(config, steps=steps, warmup_steps=min(config.warmup_steps, max(1, steps // 4)))
     record = folder / f"{name}-{steps}-lr{config.lr:g}.json"
     if record.is_file():
         saved = json.loads(record.read_text())
-        if _standalone_key(saved.get("config", {})) == _standalone_key(run.to_dict()) and (
-            saved.get("arch") == arch.to_dict()
+        if (
+            _standalone_key(saved.get("config", {})) == _standalone_key(run.to_dict())
+            and saved.get("arch") == arch.to_dict()
+            and saved.get("context") == context
         ):
             return saved
     print(
@@ -653,7 +677,7 @@ def standalone(
         flush=True,
     )
     result = train_standalone(space, arch, corpus, run, val_batches)
-    result.update(config=run.to_dict(), arch=arch.to_dict())
+    result.update(config=run.to_dict(), arch=arch.to_dict(), context=context)
     atomic_write_json(record, result)
     return result
 
