@@ -1,6 +1,6 @@
 """Weight sharing vs standalone training: do inherited weights rank archs as training alone would?
 
-1. Train the supernet of the space on the default corpus (or --data) (the trainer of `nas train`:
+1. Train the supernet of the space on the default corpus or --data (with the trainer of `nas train`:
    sandwich rule, in-place distillation, a loss at every exit) for --steps steps of
    --batch-size x --seq-len tokens. The run goes to OUT/supernet and is resumed if there.
 2. Pick archs: the smallest, the largest, middle archs built on the non-attention
