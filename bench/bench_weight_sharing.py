@@ -56,8 +56,9 @@ from scipy.stats import kendalltau
 
 import nas
 from nas import Arch, LayerArch
+from nas.cli.common import load_space
 from nas.search_space import MIXERS
-from nas.search_space.errors import DataError, SpaceError
+from nas.search_space.errors import NasError
 from nas.supernet.atomic import atomic_write_json
 from nas.supernet.batches import BatchSampler, eval_batches
 from nas.supernet.checkpoint import load_supernet, read_checkpoint
@@ -286,8 +287,9 @@ def main() -> None:
     args = parser.parse_args()
 
     try:
-        space = nas.SearchSpace.from_file(args.space) if args.space else nas.SearchSpace.default()
-    except SpaceError as exc:
+        space = load_space(args)
+        corpus = load_corpus(args.data, dtype=args.dtype)
+    except NasError as exc:  # a bad space file or data path: one line, exit 2
         parser.error(str(exc))
     if args.mixed < 0:
         parser.error("--mixed must be 0 or more")
@@ -295,10 +297,6 @@ def main() -> None:
     unknown = [n for n in args.family if n not in archs]
     if unknown:
         parser.error(f"--family: unknown bench arch(s) {unknown}; choose from {list(archs)}")
-    try:
-        corpus = load_corpus(args.data, dtype=args.dtype)
-    except DataError as exc:
-        parser.error(str(exc))
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -510,9 +508,9 @@ def finetuned_losses(
     `steps`: what a search could afford per candidate, to rank mixer combinations that
     the supernet never trained together.
     """
-    results: dict[int, dict[str, float]] = {n: {} for n in steps}
     if not steps:  # --finetune-steps not given
-        return results
+        return {}
+    results: dict[int, dict[str, float]] = {n: {} for n in steps}
     for name, arch in archs.items():
         model = net.extract(arch).train()
         optimizer = make_optimizer(model, replace(config, weight_decay=0.0))
