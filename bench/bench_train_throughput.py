@@ -10,8 +10,11 @@ Steps are timed interleaved in one run (round-robin, alternating which goes firs
 of the rounds) so that machine noise hits both alike. Prints tokens/s and the ratio
 supernet time / static time (target: 1.2 or less).
 
+On --device cuda both run under bf16 autocast, as the trainer does, and each timed step
+ends with a device synchronisation.
+
 Usage: python bench/bench_train_throughput.py [--rounds 15] [--batch-size 8] [--seq-len 128]
-       [--threads N] [--space FILE]
+       [--threads N] [--space FILE] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import nas
 from nas import Arch, LayerArch
 from nas.supernet.batches import BatchSampler
 from nas.supernet.corpus import load_corpus
+from nas.supernet.device import autocast, resolve_device
 from nas.supernet.sandwich import cross_entropy
 from nas.supernet.training import TrainConfig, make_optimizer
 
@@ -61,41 +65,56 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast)")
     args = parser.parse_args()
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     space = nas.SearchSpace.from_file(args.space) if args.space else nas.SearchSpace.default()
     corpus = load_corpus(None, progress=False)
     sampler = BatchSampler(corpus.train, args.batch_size, args.seq_len, np.random.default_rng(0))
     config = TrainConfig()
-    net = nas.Supernet(space, seed=0).train()
+    net = nas.Supernet(space, seed=0).to(device).train()
     net_opt = make_optimizer(net, config)
     net_params = list(net.parameters())  # as the trainer does: listed once, not per step
     tokens = args.batch_size * args.seq_len
 
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     def timed_step(params: list, forward, optimizer, x, y) -> float:
+        sync()
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        cross_entropy(forward(x), y).backward()
+        with autocast(device):
+            logits = forward(x)
+        cross_entropy(logits, y).backward()
         torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         optimizer.step()
+        sync()
         return time.perf_counter() - start
 
+    where = (
+        f"{torch.cuda.get_device_name(device)}, bf16 autocast"
+        if device.type == "cuda"
+        else f"{torch.get_num_threads()} CPU threads"
+    )
     print(
         f"training step, batch {args.batch_size} x {args.seq_len} tokens, "
-        f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}, "
+        f"{where}, torch {torch.__version__}, "
         f"median of {args.rounds} interleaved rounds"
     )
     header = f"{'arch':<28} {'params':>8} {'supernet tok/s':>15} {'static tok/s':>13} {'ratio':>6}"
     print(header)
     print("-" * len(header))
     for name, arch in bench_archs(space).items():
-        static = net.extract(arch).train()
+        static = net.extract(arch).to(device).train()
         static_opt = make_optimizer(static, config)
         static_params = list(static.parameters())
         runs = {"supernet": [], "static": []}
         for r in range(args.warmup + args.rounds):
-            x, y = sampler.next()
+            x, y = (t.to(device) for t in sampler.next())
             order = ["supernet", "static"] if r % 2 == 0 else ["static", "supernet"]
             for which in order:
                 if which == "supernet":
