@@ -84,7 +84,10 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.skip >= args.steps:
-        print(f"error: --skip {args.skip} leaves no timed step of --steps {args.steps}")
+        print(
+            f"error: --skip {args.skip} leaves no timed step of --steps {args.steps}",
+            file=sys.stderr,
+        )
         return 2
     config = TrainConfig(
         steps=args.steps,
