@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -233,21 +234,30 @@ class SearchSpace:
         seed: int | None = None,
         rng: np.random.Generator | None = None,
         mixer: str | None = None,
+        layer_mixers: Sequence[str] | None = None,
     ) -> Arch:
         """One arch drawn uniformly per choice (width, exit, then each layer's choices).
 
         Pass `seed` for a reproducible draw, or `rng` to continue a generator's stream.
         With `mixer`, every layer uses that mixer (the other choices are still drawn).
+        With `layer_mixers`, layer i uses `layer_mixers[i]`, and the depth is their number
+        (an exit of the space).
         """
         if rng is None:
             rng = np.random.default_rng(seed)
-        if mixer is not None and mixer not in self.mixers:
-            raise ArchError(f"mixer '{mixer}' is not one of {list(self.mixers)}")
+        for name in [mixer] if layer_mixers is None else list(layer_mixers):
+            if name is not None and name not in self.mixers:
+                raise ArchError(f"mixer '{name}' is not one of {list(self.mixers)}")
+        if layer_mixers is not None and len(layer_mixers) not in self.exits:
+            raise ArchError(f"{len(layer_mixers)} layer mixers: not an exit of {self.exits}")
         d_model = int(rng.choice(self.d_model))
-        depth = int(rng.choice(self.exits))
+        depth = len(layer_mixers) if layer_mixers is not None else int(rng.choice(self.exits))
         layers = []
-        for _ in range(depth):
-            name = mixer or str(rng.choice(self.mixers))
+        for i in range(depth):
+            if layer_mixers is not None:
+                name = layer_mixers[i]
+            else:
+                name = mixer or str(rng.choice(self.mixers))
             spec = MIXERS[name]
             heads = int(rng.choice(self.heads)) if spec.uses_heads else None
             window = int(rng.choice(self.windows)) if spec.uses_window else None

@@ -60,6 +60,11 @@ class TrainConfig:
     # them, inherited losses of conv/GLU/ssm stacks moved 2-4 points closer to standalone
     # training (bench/bench_weight_sharing.py, README).
     homogeneous_share: float = 0.5
+    # Fair sampling (FairNAS, Chu et al. 2019): instead of `random_archs` random archs,
+    # one arch per mixer of the space, all of the deepest exit, with each layer's mixers
+    # a random permutation across them; so every mixer trains at every layer in every
+    # step, and none lags behind the others in updates. Widths are drawn as usual.
+    fair: bool = False
     # A family: archs (canonical arch JSON) trained at every step as students, after the
     # smallest and before the random ones. Inherited weights are only as good as the
     # training an arch's exact combination of mixers got: a random mixed-layer arch, whose
@@ -359,10 +364,14 @@ def train(
             lr = lr_at(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            students = [smallest, *family] + [
-                sample_student(space, streams.archs, config.homogeneous_share)
-                for _ in range(config.random_archs)
-            ]
+            students = [smallest, *family] + (
+                fair_students(space, streams.archs)
+                if config.fair
+                else [
+                    sample_student(space, streams.archs, config.homogeneous_share)
+                    for _ in range(config.random_archs)
+                ]
+            )
             usage.update(_parts_used([largest, *students]))
             inputs, targets = streams.batches.next()
             inputs, targets = inputs.to(device), targets.to(device)  # (B, T)
@@ -430,6 +439,17 @@ def sample_student(space: SearchSpace, rng: np.random.Generator, homogeneous_sha
     if homogeneous_share > 0 and rng.random() < homogeneous_share:
         return space.sample(rng=rng, mixer=str(rng.choice(space.mixers)))
     return space.sample(rng=rng)
+
+
+def fair_students(space: SearchSpace, rng: np.random.Generator) -> list[Arch]:
+    """One arch per mixer of `space`, of the deepest exit, whose mixers at each layer are a
+    random permutation of the space's: together they run every mixer at every layer once."""
+    n, depth = len(space.mixers), space.max_depth
+    columns = [rng.permutation(n) for _ in range(depth)]  # columns[layer][arch] -> mixer
+    return [
+        space.sample(rng=rng, layer_mixers=[space.mixers[columns[i][j]] for i in range(depth)])
+        for j in range(n)
+    ]
 
 
 def usage_key(slot: int, mixer: str) -> str:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 # Set before torch loads OpenMP. Ray 2.60 turns token authentication on for local
 # clusters, so tests choose explicitly. On 2 shared cores, OpenMP's default spin-waiting
@@ -56,3 +59,54 @@ def tiny_space() -> SearchSpace:
 @pytest.fixture(params=[True, False], ids=["causal", "bidirectional"])
 def tiny_space_both(request) -> SearchSpace:
     return make_tiny_space(causal=request.param)
+
+
+# ------------------------------------------------------------------ bench scripts
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+
+TINY_BENCH_SPACE = """\
+vocab_size: 256
+max_seq_len: 16
+causal: true
+head_dim: 8
+d_model: [16, 24]
+heads: [1, 2]
+ffn: [0, 32]
+mixers: [attention, sliding_window, linear_attention, pool, conv, glu, ssm, skip]
+windows: [4, 8]
+exits: [1, 2]
+conv_kernel: 3
+pool_size: 3
+ssm_state: 4
+chunk_size: 8
+"""
+
+
+@pytest.fixture
+def bench_files(tmp_path):
+    """A tiny space file and corpus for real bench runs, outputs under "out"."""
+    space = tmp_path / "space.yaml"
+    space.write_text(TINY_BENCH_SPACE)
+    data = tmp_path / "corpus.txt"
+    data.write_text("".join(f"def f{i}(x):\n    return x * {i}\n\n" for i in range(400)))
+    return {"space": str(space), "data": str(data), "out": tmp_path / "out"}
+
+
+@pytest.fixture
+def run_bench(bench_files):
+    """Runs bench/SCRIPT on the tiny space and corpus, its outputs under bench_files["out"]."""
+    files = bench_files
+
+    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+        common = ["--space", files["space"], "--data", files["data"], "--out", str(files["out"])]
+        env = {**os.environ, "NAS_CACHE_DIR": str(files["out"].parent / "cache")}
+        env.update(OMP_NUM_THREADS="1")  # tiny models; two shared cores
+        return subprocess.run(
+            [sys.executable, str(BENCH_DIR / script), *common, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+
+    return run

@@ -16,15 +16,15 @@ def bench(run_bench):
     return lambda *extra: run_bench("bench_weight_sharing.py", *TINY, *extra)
 
 
-def test_bench_runs_end_to_end_and_reuses_its_standalone_records(files, bench):
+def test_bench_runs_end_to_end_and_reuses_its_standalone_records(bench_files, bench):
     first = bench("--no-full-budget")
     assert first.returncode == 0, first.stderr[-2000:]
-    summary = json.loads((files["out"] / "results.json").read_text())
+    summary = json.loads((bench_files["out"] / "results.json").read_text())
     names = {"smallest", "largest", "mixed0", "mixed1", "mixed2", "ssm", "conv", "pool"}
     assert names <= set(summary["inherited"])
     assert set(summary["inherited"]) == set(summary["standalone_same_tokens"])
     assert -1.0 <= summary["kendall_tau"] <= 1.0
-    assert (files["out"] / "weight_sharing.png").stat().st_size > 0
+    assert (bench_files["out"] / "weight_sharing.png").stat().st_size > 0
     assert "standalone: mixed0" in first.stdout
 
     # Same settings: every standalone record is reused, so nothing trains alone again,
@@ -32,7 +32,7 @@ def test_bench_runs_end_to_end_and_reuses_its_standalone_records(files, bench):
     again = bench("--no-full-budget", "--finetune-steps", "1,2")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "standalone:" not in again.stdout
-    rerun = json.loads((files["out"] / "results.json").read_text())
+    rerun = json.loads((bench_files["out"] / "results.json").read_text())
     assert rerun["standalone_same_tokens"] == summary["standalone_same_tokens"]
     assert set(rerun["finetuned"]) == {"1", "2"}
 
@@ -46,8 +46,8 @@ def test_bench_runs_end_to_end_and_reuses_its_standalone_records(files, bench):
     "flag, value, match",
     [("--data", "missing.txt", "no such file"), ("--space", "missing.yaml", "missing.yaml")],
 )
-def test_bad_data_or_space_gives_one_line_and_exit_2(files, bench, flag, value, match):
-    files[flag.lstrip("-")] = str(files["out"].parent / value)
+def test_bad_data_or_space_gives_one_line_and_exit_2(bench_files, bench, flag, value, match):
+    bench_files[flag.lstrip("-")] = str(bench_files["out"].parent / value)
     result = bench()
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]

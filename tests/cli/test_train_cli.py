@@ -76,6 +76,18 @@ def test_resume_continues_and_refuses_changes(files, capsys):
     assert read_checkpoint(files["out"]).step == 3  # already complete: nothing to do
 
 
+def test_fair_flag_trains_every_mixer_slot_and_is_kept_on_resume(files, capsys):
+    assert _train(files, "--steps", "2", "--fair") == 0
+    usage = read_checkpoint(files["out"]).state["usage"]
+    space = make_tiny_space()
+    assert len(usage) == space.max_depth * len(space.mixers)
+    assert set(usage.values()) == {2}
+    assert read_manifest(files["out"])["config"]["fair"] is True
+    capsys.readouterr()
+    # Resumed without the flag, the run keeps it (a flag left out is not a change).
+    assert main(["train", "--out", str(files["out"]), "--resume", "--no-progress"]) == 0
+
+
 @pytest.mark.parametrize("damage", ["truncated", "corrupted", "other space"])
 def test_bad_checkpoint_gives_one_line_and_exit_2(files, capsys, damage):
     assert _train(files, "--steps", "2") == 0

@@ -91,6 +91,19 @@ def test_sampling_with_one_mixer_keeps_every_other_choice_free():
         make_tiny_space(mixers=("attention", "skip")).sample(seed=0, mixer="conv")
 
 
+def test_sampling_with_given_layer_mixers_draws_only_the_rest():
+    space = make_tiny_space()
+    mixers = ("ssm", "attention", "skip")
+    archs = [space.sample(seed=s, layer_mixers=mixers) for s in range(30)]
+    assert all(tuple(la.mixer for la in a.layers) == mixers for a in archs)
+    assert [space.validate(a) for a in archs] == archs
+    assert len({a.d_model for a in archs}) > 1  # widths are still drawn
+    with pytest.raises(ArchError, match="'conv' is not one of"):
+        make_tiny_space(mixers=("attention", "skip")).sample(seed=0, layer_mixers=["conv"])
+    with pytest.raises(ArchError, match="not an exit"):
+        space.sample(seed=0, layer_mixers=["ssm"] * 4)
+
+
 def test_extremes():
     space = SearchSpace.default()
     big, small = space.largest(), space.smallest()

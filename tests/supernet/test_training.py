@@ -23,6 +23,7 @@ from nas.supernet.training import (
     TrainConfig,
     evaluate,
     exposure_steps,
+    fair_students,
     lr_at,
     read_manifest,
     sample_student,
@@ -205,6 +206,27 @@ def test_students_are_one_mixer_stacks_at_the_asked_share(tiny_space):
     assert [sample_student(tiny_space, rng_a, 0.0) for _ in range(20)] == [
         tiny_space.sample(rng=rng_b) for _ in range(20)
     ]
+
+
+def test_fair_students_run_every_mixer_at_every_layer_once(tiny_space):
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        archs = fair_students(tiny_space, rng)
+        assert len(archs) == len(tiny_space.mixers)
+        assert all(a.depth == tiny_space.max_depth for a in archs)
+        for i in range(tiny_space.max_depth):  # each layer: a permutation of the mixers
+            assert sorted(a.layers[i].mixer for a in archs) == sorted(tiny_space.mixers)
+        assert [tiny_space.validate(a) for a in archs] == archs
+    # The permutations are drawn: layer 0's assignment is not the same every step.
+    firsts = {tuple(a.layers[0].mixer for a in fair_students(tiny_space, rng)) for _ in range(10)}
+    assert len(firsts) > 1
+
+
+def test_a_fair_run_trains_every_mixer_slot_at_every_step(tiny_space, corpus, tmp_path):
+    result = train(tiny_space, corpus, TrainConfig(steps=3, fair=True, **TINY), tmp_path / "r")
+    usage = read_checkpoint(result.checkpoint).state["usage"]
+    slots = [usage_key(i, m) for i in range(tiny_space.max_depth) for m in tiny_space.mixers]
+    assert usage == {key: 3 for key in slots}
 
 
 def _mixed_family(space):
