@@ -30,13 +30,14 @@
    many steps and print tau of those losses against the same references (a cheap
    ranking aid a search could use).
 With --family NAMES, those bench archs train at every step beside the sandwich (nas
-train --family) and are marked * in the table.
+train --family) and are marked * in the table. --fair and --ffn-per-mixer train the
+supernet with those options of nas train; the standalone runs do not depend on them.
 
 Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--seq-len 64]
        [--out runs/bench_weight_sharing] [--space FILE] [--data PATH] [--eval-batches 32]
        [--distill-weight W] [--homogeneous-share S] [--standalone-lrs 0.001,0.003,0.006]
        [--no-full-budget] [--family mixed0,mixed1] [--mixed 2]
-       [--finetune-steps 25,50] [--finetune-lr 0.001]
+       [--finetune-steps 25,50] [--finetune-lr 0.001] [--fair] [--ffn-per-mixer]
 The README's figures: --space bench/spaces/weight_sharing.yaml --steps 6000
 --batch-size 16 --seq-len 64 --distill-weight 0 --no-full-budget (about 60 min on 2 cores:
 15 for the supernet, 45 for 30 standalone runs).
@@ -241,6 +242,12 @@ def main() -> None:
     parser.add_argument("--random-archs", type=int, default=TrainConfig.random_archs)
     parser.add_argument("--homogeneous-share", type=float, default=TrainConfig.homogeneous_share)
     parser.add_argument(
+        "--ffn-per-mixer",
+        action="store_true",
+        help="an FFN per (layer, mixer) in the supernet (nas train --ffn-per-mixer); the "
+        "standalone runs are initialised as always, so their records are shared",
+    )
+    parser.add_argument(
         "--fair",
         action="store_true",
         help="fair sampling (nas train --fair): every mixer trains at every layer in every step",
@@ -309,6 +316,7 @@ def main() -> None:
         random_archs=args.random_archs,
         homogeneous_share=args.homogeneous_share,
         fair=args.fair,
+        ffn_per_mixer=args.ffn_per_mixer,
         distill_weight=args.distill_weight,
         early_exit_weight=args.early_exit_weight,
         lr=args.lr,
@@ -341,7 +349,7 @@ def main() -> None:
     # Standalone budgets: the tokens each arch's own weights saw inside the supernet (the
     # issue's comparison), and, for reference, the supernet's whole budget.
     matched = {
-        name: max(1, round(exposure_steps(arch, usage, config.steps)))
+        name: max(1, round(exposure_steps(arch, usage, config.steps, config.ffn_per_mixer)))
         for name, arch in archs.items()
     }
     standalone_dir = Path(args.standalone_dir) if args.standalone_dir else out / "standalone"

@@ -52,6 +52,11 @@ class Checkpoint:
     def step(self) -> int:
         return int(self.state.get("step", 0))
 
+    @property
+    def ffn_per_mixer(self) -> bool:
+        """The supernet's weight layout (`Supernet(ffn_per_mixer=...)`), from its config."""
+        return bool(self.state.get("config", {}).get("ffn_per_mixer", False))
+
 
 def checkpoint_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_FILE
@@ -165,8 +170,11 @@ def restore(
         k for k in expected if k in ckpt.model and ckpt.model[k].shape != expected[k].shape
     ]
     if mismatched:
+        hint = ""
+        if ckpt.ffn_per_mixer != getattr(net, "ffn_per_mixer", False):
+            hint = f"; it was trained with{'' if ckpt.ffn_per_mixer else 'out'} --ffn-per-mixer"
         raise CheckpointError(
-            f"{ckpt.path}: weights do not fit this supernet (e.g. '{mismatched[0]}')"
+            f"{ckpt.path}: weights do not fit this supernet (e.g. '{mismatched[0]}'){hint}"
         )
     net.load_state_dict(ckpt.model)
     if optimizer is not None:
@@ -176,7 +184,7 @@ def restore(
 def load_supernet(path: str | Path, device: str | torch.device = "cpu") -> Supernet:
     """The trained supernet stored at `path` (a checkpoint file or a run folder), in eval mode."""
     ckpt = read_checkpoint(path)
-    net = Supernet(ckpt.space)
+    net = Supernet(ckpt.space, ffn_per_mixer=ckpt.ffn_per_mixer)
     restore(ckpt, net)
     return net.to(device).eval()
 

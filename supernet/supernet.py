@@ -19,9 +19,19 @@ Tensor = torch.Tensor
 
 
 class SuperBlock(nn.Module):
-    """One layer slot: the max-size weights of every mixer the space allows, and the FFN."""
+    """One layer slot: the max-size weights of every mixer the space allows, and the FFN.
 
-    def __init__(self, space: SearchSpace, consts: NetConstants, gen: torch.Generator):
+    With `ffn_per_mixer`, each mixer has its own FFN (and FFN norm) in this slot, so an
+    FFN only ever trains after its own mixer instead of serving all of them.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        consts: NetConstants,
+        gen: torch.Generator,
+        ffn_per_mixer: bool = False,
+    ):
         super().__init__()
         top = consts.dims(space.d_model[-1], space.heads[-1], space.ffn[-1])
         self.norm_mix = (
@@ -35,28 +45,45 @@ class SuperBlock(nn.Module):
             }
         )
         has_ffn = space.ffn[-1] > 0
-        self.norm_ffn = ElasticParams(NORM_PARAMS, top, gen) if has_ffn else None
-        self.ffn = ElasticParams(FFN_PARAMS, top, gen) if has_ffn else None
+        self.ffn_per_mixer = ffn_per_mixer
+        if ffn_per_mixer and has_ffn:
+            self.norm_ffns = nn.ModuleDict(
+                {name: ElasticParams(NORM_PARAMS, top, gen) for name in space.mixers}
+            )
+            self.ffns = nn.ModuleDict(
+                {name: ElasticParams(FFN_PARAMS, top, gen) for name in space.mixers}
+            )
+        else:
+            self.norm_ffn = ElasticParams(NORM_PARAMS, top, gen) if has_ffn else None
+            self.ffn = ElasticParams(FFN_PARAMS, top, gen) if has_ffn else None
+
+    def _ffn_params(self, mixer: str) -> tuple[ElasticParams, ElasticParams]:
+        """The (FFN norm, FFN) that follow `mixer` in this slot."""
+        if self.ffn_per_mixer:
+            return self.norm_ffns[mixer], self.ffns[mixer]
+        return self.norm_ffn, self.ffn
 
     def weights(self, layer, dims: dict[str, int]):
         """(norm_mix, mixer, norm_ffn, ffn) weight dicts sliced to `dims`; None where absent."""
         uses_mixer = layer.mixer != "skip"
         mixer = self.mixers[layer.mixer].tensors(dims) if layer.mixer in self.mixers else {}
+        norm_ffn, ffn = self._ffn_params(layer.mixer) if layer.ffn else (None, None)
         return (
             self.norm_mix.tensors(dims) if uses_mixer else None,
             mixer,
-            self.norm_ffn.tensors(dims) if layer.ffn else None,
-            self.ffn.tensors(dims) if layer.ffn else None,
+            norm_ffn.tensors(dims) if layer.ffn else None,
+            ffn.tensors(dims) if layer.ffn else None,
         )
 
     def extract(self, layer, dims: dict[str, int]) -> StaticBlock:
         uses_mixer = layer.mixer != "skip"
+        norm_ffn, ffn = self._ffn_params(layer.mixer) if layer.ffn else (None, None)
         return StaticBlock(
             layer=layer,
             norm_mix=self.norm_mix.extract(dims) if uses_mixer else None,
             mixer=self.mixers[layer.mixer].extract(dims) if layer.mixer in self.mixers else None,
-            norm_ffn=self.norm_ffn.extract(dims) if layer.ffn else None,
-            ffn=self.ffn.extract(dims) if layer.ffn else None,
+            norm_ffn=norm_ffn.extract(dims) if layer.ffn else None,
+            ffn=ffn.extract(dims) if layer.ffn else None,
         )
 
 
@@ -66,12 +93,14 @@ class Supernet(nn.Module):
     `net(tokens, arch)` runs the subnetwork `arch` on (B, T) int64 tokens (T <= the
     space's max_seq_len) and returns (B, T, vocab) logits read at the arch's exit. Every
     width is a prefix of the max-size weight. `net.extract(arch)` returns a standalone
-    model whose outputs equal these.
+    model whose outputs equal these. `ffn_per_mixer` gives every (layer slot, mixer) its
+    own FFN instead of one FFN per slot shared by all mixers (see `SuperBlock`).
     """
 
-    def __init__(self, space: SearchSpace, seed: int = 0):
+    def __init__(self, space: SearchSpace, seed: int = 0, ffn_per_mixer: bool = False):
         super().__init__()
         self.space = space
+        self.ffn_per_mixer = ffn_per_mixer
         self.consts = NetConstants.from_space(space)
         gen = torch.Generator().manual_seed(seed)
         top = self.consts.dims(space.d_model[-1], space.heads[-1], space.ffn[-1])
@@ -79,7 +108,7 @@ class Supernet(nn.Module):
         by_width = ("d", space.d_model)
         self.embedding = ElasticParams(EMBED_PARAMS, top, gen, chunks=by_width)
         self.blocks = nn.ModuleList(
-            [SuperBlock(space, self.consts, gen) for _ in range(space.max_depth)]
+            [SuperBlock(space, self.consts, gen, ffn_per_mixer) for _ in range(space.max_depth)]
         )
         self.exits = nn.ModuleDict(
             {str(e): ElasticParams(EXIT_PARAMS, top, gen, chunks=by_width) for e in space.exits}

@@ -65,6 +65,9 @@ class TrainConfig:
     # a random permutation across them; so every mixer trains at every layer in every
     # step, and none lags behind the others in updates. Widths are drawn as usual.
     fair: bool = False
+    # An FFN (and FFN norm) per (layer slot, mixer) instead of one per slot shared by all
+    # mixers: the supernet's weight layout, so it is stored with the checkpoint's config.
+    ffn_per_mixer: bool = False
     # A family: archs (canonical arch JSON) trained at every step as students, after the
     # smallest and before the random ones. Inherited weights are only as good as the
     # training an arch's exact combination of mixers got: a random mixed-layer arch, whose
@@ -308,7 +311,8 @@ def train(
                 f"{ckpt_file}: was trained on other data than {corpus.info['source']}"
             )
 
-    net = Supernet(space, seed=config.seed).to(device).train()
+    net = Supernet(space, seed=config.seed, ffn_per_mixer=config.ffn_per_mixer)
+    net = net.to(device).train()
     optimizer = make_optimizer(net, config)
     params = list(net.parameters())  # listed once: walking the module tree costs per step
     streams = _Streams(
@@ -457,7 +461,9 @@ def usage_key(slot: int, mixer: str) -> str:
     return f"{slot}:{mixer}"
 
 
-def exposure_steps(arch: Arch, usage: dict[str, int], steps: int) -> float:
+def exposure_steps(
+    arch: Arch, usage: dict[str, int], steps: int, ffn_per_mixer: bool = False
+) -> float:
     """How many of a run's `steps` trained `arch`'s own weights, averaged over its layers.
 
     A layer's count is the number of steps in which some arch of the sandwich ran that
@@ -465,10 +471,13 @@ def exposure_steps(arch: Arch, usage: dict[str, int], steps: int) -> float:
     layer owns no mixer weights and counts every step, as do the shared embedding, FFN
     and exit weights, which some arch trains at every step. The largest and smallest
     archs, run at every step, have exposure `steps`; a middle arch built on one mixer
-    has only the steps in which that mixer was sampled at its layers.
+    has only the steps in which that mixer was sampled at its layers. With
+    `ffn_per_mixer` a skip layer has an FFN of its own, and counts its own steps too.
     """
     counts = [
-        steps if layer.mixer == "skip" else usage.get(usage_key(i, layer.mixer), 0)
+        steps
+        if layer.mixer == "skip" and not ffn_per_mixer
+        else usage.get(usage_key(i, layer.mixer), 0)
         for i, layer in enumerate(arch.layers)
     ]
     return sum(counts) / len(counts)

@@ -26,6 +26,7 @@ _CONFIG_FLAGS = {
     "distill_weight": "distill_weight",
     "homogeneous_share": "homogeneous_share",
     "fair": "fair",
+    "ffn_per_mixer": "ffn_per_mixer",
     "eval_every": "eval_every",
     "checkpoint_every": "checkpoint_every",
     "seed": "seed",
@@ -82,6 +83,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="fair sampling: instead of --random-archs, one arch per mixer, so that every "
         "mixer trains at every layer in every step (2.6-2.9x the time per step)",
+    )
+    p.add_argument(
+        "--ffn-per-mixer",
+        action="store_true",
+        default=None,
+        help="an FFN per (layer, mixer) instead of one per layer shared by the mixers",
     )
     p.add_argument(
         "--family",

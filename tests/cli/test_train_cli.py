@@ -16,7 +16,7 @@ import yaml
 
 from conftest import make_tiny_space
 from nas.cli import main
-from nas.supernet.checkpoint import read_checkpoint
+from nas.supernet.checkpoint import load_supernet, read_checkpoint
 from nas.supernet.training import read_manifest
 
 SMALL = ["--batch-size", "2", "--seq-len", "16", "--no-progress"]
@@ -86,6 +86,16 @@ def test_fair_flag_trains_every_mixer_slot_and_is_kept_on_resume(files, capsys):
     capsys.readouterr()
     # Resumed without the flag, the run keeps it (a flag left out is not a change).
     assert main(["train", "--out", str(files["out"]), "--resume", "--no-progress"]) == 0
+
+
+def test_ffn_per_mixer_flag_builds_that_layout_and_init_from_must_match(files, capsys):
+    assert _train(files, "--steps", "2", "--ffn-per-mixer") == 0
+    assert load_supernet(files["out"]).ffn_per_mixer
+    capsys.readouterr()
+    other = str(files["out"].parent / "shared")
+    args = ["train", "--space", files["space"], "--data", files["data"], "--out", other, *SMALL]
+    assert main([*args, "--steps", "2", "--init-from", str(files["out"])]) == 2
+    _one_error_line(capsys, "it was trained with --ffn-per-mixer")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "corrupted", "other space"])

@@ -69,6 +69,20 @@ def test_load_supernet_for_search(tiny_space, tmp_path):
     torch.testing.assert_close(loaded(x, arch), net.eval()(x, arch))
 
 
+def test_load_supernet_rebuilds_a_ffn_per_mixer_layout(tiny_space, tmp_path):
+    net = Supernet(tiny_space, seed=2, ffn_per_mixer=True)
+    state = {**_state(), "config": {"ffn_per_mixer": True}}
+    save_checkpoint(tmp_path / "checkpoint.safetensors", net, None, state)
+    loaded = load_supernet(tmp_path)
+    assert loaded.ffn_per_mixer
+    x = torch.randint(0, 256, (2, 8))
+    arch = tiny_space.sample(seed=5)
+    torch.testing.assert_close(loaded(x, arch), net.eval()(x, arch))
+    # The layout must match the weights: a shared-FFN supernet cannot take them.
+    with pytest.raises(CheckpointError, match="do not fit"):
+        restore(read_checkpoint(tmp_path), Supernet(tiny_space))
+
+
 def test_bad_checkpoints_raise_one_line(tiny_space, tmp_path):
     net, opt = _trained(tiny_space)
     path = save_checkpoint(tmp_path / "checkpoint.safetensors", net, opt, _state())

@@ -52,6 +52,30 @@ def test_extraction_exact_over_200_random_archs_and_extremes(tiny_space_both):
         assert _param_count(sub) == space.param_count(arch), arch
 
 
+def test_ffn_per_mixer_extracts_exactly_and_keeps_each_mixers_ffn_apart(tiny_space):
+    net = Supernet(tiny_space, seed=1, ffn_per_mixer=True).eval()
+    shared = Supernet(tiny_space, seed=1)
+    ffn_size = sum(p.numel() for p in shared.blocks[0].ffn.parameters())
+    extra = (len(tiny_space.mixers) - 1) * tiny_space.max_depth * ffn_size
+    assert _param_count(net) - _param_count(shared) > extra  # FFN norms come on top
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    tokens = torch.randint(0, tiny_space.vocab_size, (2, 12), generator=gen)
+    for arch in [tiny_space.largest(), *tiny_space.sample_many(60, seed=3)]:
+        sub = net.extract(arch)
+        with torch.no_grad():
+            torch.testing.assert_close(sub(tokens), net(tokens, arch))
+        assert _param_count(sub) == tiny_space.param_count(arch)
+    # A conv layer's loss reaches the FFN that follows conv in that slot, and no other.
+    arch = Arch(32, (LayerArch("conv", ffn=64),))
+    net.train()
+    net(tokens, arch).sum().backward()
+    grads = {name: p.grad is not None for name, p in net.blocks[0].ffns.named_parameters()}
+    assert {n.split(".")[0] for n, has in grads.items() if has} == {"conv"}
+
+
 def test_extracted_model_shares_no_storage_and_is_plain_torch(tiny_space):
     net = Supernet(tiny_space, seed=0)
     arch = tiny_space.largest()
