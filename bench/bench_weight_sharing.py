@@ -457,8 +457,13 @@ def main() -> None:
         summary.setdefault("finetuned", {})[steps] = {"loss": losses, "kendall_tau": detail}
     print("standalone@all: trained alone on the supernet's whole token budget, for reference")
     print()
+    kept = (
+        "inherited: the skip slot's own FFN replaces the mixer's (--ffn-per-mixer)"
+        if config.ffn_per_mixer
+        else "its FFN kept"
+    )
     print(
-        "loss change when one layer's mixer is removed (its FFN kept): how much each "
+        f"loss change when one layer's mixer is removed ({kept}): how much each "
         "layer's mixer does, inside the supernet and in the standalone model (same tokens)"
     )
     for name, changes in ablation.items():

@@ -42,6 +42,26 @@ def test_bench_runs_end_to_end_and_reuses_its_standalone_records(bench_files, be
     assert "standalone: mixed0" in other.stdout
 
 
+def test_supernet_options_share_the_standalone_records(bench_files, bench):
+    """--fair --ffn-per-mixer change the supernet, not the standalone runs: an arch trained
+    alone for the same steps (the largest runs at every step) reuses its record."""
+    plain = bench("--no-full-budget")
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    before = json.loads((bench_files["out"] / "results.json").read_text())
+    standalone = str(bench_files["out"] / "standalone")
+    out = str(bench_files["out"].parent / "fair")
+    options = ["--fair", "--ffn-per-mixer", "--standalone-dir", standalone, "--out", out]
+    fair = bench("--no-full-budget", *options)
+    assert fair.returncode == 0, fair.stderr[-2000:]
+    after = json.loads((bench_files["out"].parent / "fair" / "results.json").read_text())
+    assert after["config"]["fair"] and after["config"]["ffn_per_mixer"]
+    assert "standalone: largest" not in fair.stdout
+    largest = after["standalone_same_tokens"]["largest"]
+    assert largest == before["standalone_same_tokens"]["largest"]
+    assert after["inherited"]["largest"] != before["inherited"]["largest"]  # another supernet
+    assert "the skip slot's own FFN replaces the mixer's" in fair.stdout
+
+
 @pytest.mark.parametrize(
     "flag, value, match",
     [("--data", "missing.txt", "no such file"), ("--space", "missing.yaml", "missing.yaml")],
