@@ -7,7 +7,7 @@ import time
 from dataclasses import fields, replace
 from pathlib import Path
 
-from nas.search_space.errors import CheckpointError
+from nas.search_space.errors import CheckpointError, NasError
 from nas.supernet.checkpoint import checkpoint_path, read_checkpoint
 from nas.supernet.corpus import load_corpus
 from nas.supernet.device import resolve_device
@@ -136,6 +136,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     given = {field: getattr(args, flag) for flag, field in _CONFIG_FLAGS.items()}
     given = {k: v for k, v in given.items() if v is not None}
+    if given.get("fair") and {"random_archs", "homogeneous_share"} & set(given):
+        raise NasError(
+            "--fair trains one arch per mixer in place of the random archs; "
+            "drop --random-archs / --homogeneous-share, or drop --fair"
+        )
     data, dtype = args.data, args.tokens_dtype
     ckpt_file = checkpoint_path(out)
     if args.resume and ckpt_file.exists():

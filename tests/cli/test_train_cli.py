@@ -86,6 +86,10 @@ def test_fair_flag_trains_every_mixer_slot_and_is_kept_on_resume(files, capsys):
     capsys.readouterr()
     # Resumed without the flag, the run keeps it (a flag left out is not a change).
     assert main(["train", "--out", str(files["out"]), "--resume", "--no-progress"]) == 0
+    capsys.readouterr()
+    # The random archs it replaces cannot be asked for beside it.
+    assert _train(files, "--steps", "2", "--fair", "--random-archs", "4") == 2
+    _one_error_line(capsys, "drop --random-archs")
 
 
 def test_ffn_per_mixer_flag_builds_that_layout_and_init_from_must_match(files, capsys):
