@@ -17,7 +17,6 @@ Usage: python bench/bench_train_device.py [--steps 60] [--batch-size 8] [--seq-l
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -31,7 +30,7 @@ from nas.search.fingerprint import cpu_model
 from nas.search_space.errors import NasError
 from nas.supernet.corpus import load_corpus
 from nas.supernet.device import resolve_device
-from nas.supernet.training import METRICS_FILE, TrainConfig, train
+from nas.supernet.training import METRICS_FILE, MetricsLog, TrainConfig, train
 
 
 def device_name(device: torch.device) -> str:
@@ -46,8 +45,7 @@ def run_on(device: torch.device, space, corpus, config: TrainConfig, out: Path) 
     started = time.perf_counter()
     result = train(space, corpus, config, out, device=device, progress=True)
     wall = time.perf_counter() - started
-    records = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()]
-    steps = [r for r in records if r["kind"] == "train"]
+    steps = [r for r in MetricsLog(out / METRICS_FILE).read() if r["kind"] == "train"]
     return {
         "device": str(device),
         "name": device_name(device),

@@ -254,10 +254,8 @@ class SearchSpace:
         depth = len(layer_mixers) if layer_mixers is not None else int(rng.choice(self.exits))
         layers = []
         for i in range(depth):
-            if layer_mixers is not None:
-                name = layer_mixers[i]
-            else:
-                name = mixer or str(rng.choice(self.mixers))
+            name = layer_mixers[i] if layer_mixers is not None else mixer
+            name = name or str(rng.choice(self.mixers))
             spec = MIXERS[name]
             heads = int(rng.choice(self.heads)) if spec.uses_heads else None
             window = int(rng.choice(self.windows)) if spec.uses_window else None

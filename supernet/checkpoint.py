@@ -171,7 +171,7 @@ def restore(
     ]
     if mismatched:
         hint = ""
-        if ckpt.ffn_per_mixer != getattr(net, "ffn_per_mixer", False):
+        if ckpt.ffn_per_mixer != net.ffn_per_mixer:
             hint = f"; it was trained with{'' if ckpt.ffn_per_mixer else 'out'} --ffn-per-mixer"
         raise CheckpointError(
             f"{ckpt.path}: weights do not fit this supernet (e.g. '{mismatched[0]}'){hint}"

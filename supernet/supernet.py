@@ -57,33 +57,35 @@ class SuperBlock(nn.Module):
             self.norm_ffn = ElasticParams(NORM_PARAMS, top, gen) if has_ffn else None
             self.ffn = ElasticParams(FFN_PARAMS, top, gen) if has_ffn else None
 
-    def _ffn_params(self, mixer: str) -> tuple[ElasticParams, ElasticParams]:
-        """The (FFN norm, FFN) that follow `mixer` in this slot."""
+    def _ffn_params(self, layer) -> tuple[ElasticParams | None, ElasticParams | None]:
+        """The (FFN norm, FFN) that follow `layer`'s mixer in this slot; None without an FFN."""
+        if not layer.ffn:
+            return None, None
         if self.ffn_per_mixer:
-            return self.norm_ffns[mixer], self.ffns[mixer]
+            return self.norm_ffns[layer.mixer], self.ffns[layer.mixer]
         return self.norm_ffn, self.ffn
 
     def weights(self, layer, dims: dict[str, int]):
         """(norm_mix, mixer, norm_ffn, ffn) weight dicts sliced to `dims`; None where absent."""
         uses_mixer = layer.mixer != "skip"
         mixer = self.mixers[layer.mixer].tensors(dims) if layer.mixer in self.mixers else {}
-        norm_ffn, ffn = self._ffn_params(layer.mixer) if layer.ffn else (None, None)
+        norm_ffn, ffn = self._ffn_params(layer)
         return (
             self.norm_mix.tensors(dims) if uses_mixer else None,
             mixer,
-            norm_ffn.tensors(dims) if layer.ffn else None,
-            ffn.tensors(dims) if layer.ffn else None,
+            norm_ffn.tensors(dims) if norm_ffn is not None else None,
+            ffn.tensors(dims) if ffn is not None else None,
         )
 
     def extract(self, layer, dims: dict[str, int]) -> StaticBlock:
         uses_mixer = layer.mixer != "skip"
-        norm_ffn, ffn = self._ffn_params(layer.mixer) if layer.ffn else (None, None)
+        norm_ffn, ffn = self._ffn_params(layer)
         return StaticBlock(
             layer=layer,
             norm_mix=self.norm_mix.extract(dims) if uses_mixer else None,
             mixer=self.mixers[layer.mixer].extract(dims) if layer.mixer in self.mixers else None,
-            norm_ffn=norm_ffn.extract(dims) if layer.ffn else None,
-            ffn=ffn.extract(dims) if layer.ffn else None,
+            norm_ffn=norm_ffn.extract(dims) if norm_ffn is not None else None,
+            ffn=ffn.extract(dims) if ffn is not None else None,
         )
 
 
