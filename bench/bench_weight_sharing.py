@@ -28,7 +28,12 @@
    is removed (made a skip, its FFN kept): which mixers the supernet actually uses.
 7. With --finetune-steps 25,50: fine-tune each arch's inherited weights alone for that
    many steps and print tau of those losses against the same references (a cheap
-   ranking aid a search could use).
+   ranking aid a search could use); and, as its control, the same short training from
+   the standalone runs' initialisation ("from scratch").
+8. With --reference-seed S: train every arch alone on the whole budget again with seed S
+   (initialisation and batches), at its best lr, and print tau between the two
+   standalone rankings: how far two trainings of the same archs agree, the ceiling for
+   any ranking measured against one of them.
 With --family NAMES, those bench archs train at every step beside the sandwich (nas
 train --family) and are marked * in the table. --fair and --ffn-per-mixer train the
 supernet with those options of nas train; the standalone runs do not depend on them.
@@ -38,6 +43,7 @@ Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--se
        [--distill-weight W] [--homogeneous-share S] [--standalone-lrs 0.001,0.003,0.006]
        [--no-full-budget] [--family mixed0,mixed1] [--mixed 2]
        [--finetune-steps 25,50] [--finetune-lr 0.001] [--fair] [--ffn-per-mixer]
+       [--reference-seed 1]
 The README's figures: --space bench/spaces/weight_sharing.yaml --steps 6000
 --batch-size 16 --seq-len 64 --distill-weight 0 --no-full-budget (about 60 min on 2 cores:
 15 for the supernet, 45 for 30 standalone runs).
@@ -46,14 +52,15 @@ The README's figures: --space bench/spaces/weight_sharing.yaml --steps 6000
 from __future__ import annotations
 
 import argparse
-import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import kendalltau
+from standalone_runs import StandaloneRunner, skipped, static_loss, train_step
 
 import nas
 from nas import Arch, LayerArch
@@ -64,13 +71,11 @@ from nas.supernet.atomic import atomic_write_json
 from nas.supernet.batches import BatchSampler, eval_batches
 from nas.supernet.checkpoint import load_supernet, read_checkpoint
 from nas.supernet.corpus import load_corpus
-from nas.supernet.sandwich import cross_entropy
-from nas.supernet.static import StaticBlock
+from nas.supernet.device import resolve_device
 from nas.supernet.training import (
     TrainConfig,
     evaluate,
     exposure_steps,
-    lr_at,
     make_optimizer,
     train,
 )
@@ -87,21 +92,6 @@ MIDDLE = [
 ]
 # Random archs of the space, mixers varying by layer: the kind a search returns.
 MIXED_ARCHS, MIXED_SEED = 2, 7
-
-
-STANDALONE_FIELDS = (
-    "steps",
-    "batch_size",
-    "seq_len",
-    "lr",
-    "min_lr_ratio",
-    "warmup_steps",
-    "weight_decay",
-    "beta1",
-    "beta2",
-    "grad_clip",
-    "seed",
-)
 
 
 def bench_archs(space: nas.SearchSpace, mixed: int = MIXED_ARCHS) -> dict[str, Arch]:
@@ -159,76 +149,6 @@ def _name_list(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
-def _standalone_key(config: dict) -> dict:
-    # Standalone training ignores the supernet-only settings (k, distillation, exits,
-    # evaluation cadence), so results are reused across supernet variants.
-    return {k: config.get(k) for k in STANDALONE_FIELDS}
-
-
-def train_standalone(
-    space: nas.SearchSpace,
-    arch: Arch,
-    corpus,
-    config: TrainConfig,
-    val_batches: list,
-) -> dict:
-    """Train `arch` alone on the supernet run's batch stream; return its validation loss."""
-    model = nas.Supernet(space, seed=config.seed).extract(arch).train()
-    optimizer = make_optimizer(model, config)
-    # Same seed stream as the trainer's batch sampler: the very same batches, in order.
-    sampler = BatchSampler(
-        corpus.train, config.batch_size, config.seq_len, np.random.default_rng([config.seed, 2])
-    )
-    start = time.perf_counter()
-    for step in range(config.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
-        _train_step(model, optimizer, sampler, config.grad_clip)
-    seconds = time.perf_counter() - start
-    loss = _static_loss(model, val_batches)
-    ablation = [
-        None
-        if block.layer.mixer == "skip"
-        else _static_loss(_without_mixer(model, i), val_batches) / loss - 1
-        for i, block in enumerate(model.blocks)
-    ]
-    return {"val_loss": loss, "seconds": seconds, "steps": config.steps, "ablation": ablation}
-
-
-def _train_step(
-    model: nas.StaticModel, optimizer: torch.optim.Optimizer, sampler: BatchSampler, clip: float
-) -> None:
-    """One next-token training step of a static model on the sampler's next batch."""
-    inputs, targets = sampler.next()  # (B, T)
-    optimizer.zero_grad(set_to_none=True)
-    cross_entropy(model(inputs), targets).backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    optimizer.step()
-
-
-@torch.no_grad()
-def _static_loss(model: nas.StaticModel, batches: list) -> float:
-    model.eval()
-    total = sum(cross_entropy(model(x), y).item() * y.numel() for x, y in batches)
-    return total / sum(y.numel() for _, y in batches)
-
-
-def _without_mixer(model: nas.StaticModel, i: int) -> nas.StaticModel:
-    """`model` with layer i's mixer made a skip (its FFN kept); shares the weights."""
-    arch = _skipped(model.arch, i)
-    blocks = list(model.blocks)
-    block = blocks[i]
-    blocks[i] = StaticBlock(arch.layers[i], None, None, block.norm_ffn, block.ffn)
-    return nas.StaticModel(arch, model.consts, model.embedding, blocks, model.exit_head)
-
-
-def _skipped(arch: Arch, i: int) -> Arch:
-    """`arch` with layer i's mixer made a skip, its FFN kept."""
-    layers = list(arch.layers)
-    layers[i] = LayerArch("skip", ffn=layers[i].ffn)
-    return Arch(arch.d_model, tuple(layers))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--space", help="search space file (default: the shipped space)")
@@ -263,6 +183,19 @@ def main() -> None:
     )
     parser.add_argument("--eval-batches", type=int, default=32, help="validation batches per arch")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (fp32, the default), cuda (bf16 autocast, as nas train) or auto; the "
+        "supernet, the standalone runs and every evaluation run there",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="standalone runs trained at once, each in its own process (default 1); the "
+        "whole-budget ones start beside the supernet",
+    )
     parser.add_argument("--out", default="runs/bench_weight_sharing")
     parser.add_argument(
         "--no-full-budget",
@@ -294,6 +227,13 @@ def main() -> None:
     )
     parser.add_argument("--finetune-lr", type=float, default=1e-3)
     parser.add_argument(
+        "--reference-seed",
+        type=int,
+        help="train every arch alone on the whole budget once more, initialisation and "
+        "batches from this seed, at its best lr, and print tau between the two standalone "
+        "rankings: how far two trainings agree, the most any ranking can be expected to",
+    )
+    parser.add_argument(
         "--standalone-dir", help="where standalone results are kept (default: OUT/standalone)"
     )
     args = parser.parse_args()
@@ -301,10 +241,17 @@ def main() -> None:
     try:
         space = load_space(args)
         corpus = load_corpus(args.data, dtype=args.dtype)
-    except NasError as exc:  # a bad space file or data path: one line, exit 2
+        device = resolve_device(args.device)
+    except NasError as exc:  # a bad space file, data path or device: one line, exit 2
         parser.error(str(exc))
     if args.mixed < 0:
         parser.error("--mixed must be 0 or more")
+    if args.jobs < 1:
+        parser.error("--jobs must be 1 or more")
+    if args.reference_seed is not None and not args.full_budget:
+        parser.error("--reference-seed retrains the whole-budget runs; drop --no-full-budget")
+    if args.reference_seed == args.seed:
+        parser.error(f"--reference-seed must differ from --seed ({args.seed})")
     archs = bench_archs(space, args.mixed)
     unknown = [n for n in args.family if n not in archs]
     if unknown:
@@ -327,62 +274,88 @@ def main() -> None:
     )
     out = Path(args.out)
     tokens = config.steps * config.batch_size * config.seq_len
+    val_batches = eval_batches(corpus.val, config.batch_size, config.seq_len, args.eval_batches)
+    standalone_dir = Path(args.standalone_dir) if args.standalone_dir else out / "standalone"
+    # What a standalone record's loss also depends on besides its arch and training config:
+    # a record is reused only where all of it matches (CUDA runs in bf16, the CPU in fp32).
+    context = {"space": space.fingerprint, "data": corpus.key, "eval_batches": args.eval_batches}
+    if device.type != "cpu":
+        context["device"] = f"{device.type} bf16"
+    lrs = args.standalone_lrs
+    runner = StandaloneRunner(args.jobs, space, args.data, args.dtype, val_batches, context, device)
+    # (name, steps, lr) -> the record of that standalone run, as a future. The whole-budget
+    # runs do not depend on the supernet: with --jobs they train while it does.
+    jobs = {
+        (name, config.steps, lr): runner.submit(
+            name, arch, replace(config, lr=lr), config.steps, standalone_dir
+        )
+        for name, arch in archs.items()
+        for lr in (lrs if args.full_budget else [])
+    }
     print(
         f"supernet: {config.steps} steps x {config.batch_size} x {config.seq_len} = "
-        f"{tokens:,} tokens per arch; {out / 'supernet'}",
+        f"{tokens:,} tokens per arch on {device}; {out / 'supernet'}",
         flush=True,
     )
     started = time.perf_counter()
-    train(space, corpus, config, out / "supernet", resume=True, progress=True)
+    train(space, corpus, config, out / "supernet", resume=True, progress=True, device=device)
     supernet_minutes = (time.perf_counter() - started) / 60
 
     usage = read_checkpoint(out / "supernet").state["usage"]
-    net = load_supernet(out / "supernet")
-    val_batches = eval_batches(corpus.val, config.batch_size, config.seq_len, args.eval_batches)
-    inherited = evaluate(net, archs, val_batches, torch.device("cpu"))
-    ablation = mixer_ablation(net, space, archs, val_batches, inherited)
-    finetuned = finetuned_losses(
-        net, archs, corpus, replace(config, lr=args.finetune_lr), args.finetune_steps, val_batches
-    )
-    del net
-
+    net = load_supernet(out / "supernet").to(device)
     # Standalone budgets: the tokens each arch's own weights saw inside the supernet (the
-    # issue's comparison), and, for reference, the supernet's whole budget.
+    # issue's comparison), and, for reference, the supernet's whole budget (above).
     matched = {
         name: max(1, round(exposure_steps(arch, usage, config.steps, config.ffn_per_mixer)))
         for name, arch in archs.items()
     }
-    standalone_dir = Path(args.standalone_dir) if args.standalone_dir else out / "standalone"
-    # What a standalone record's loss also depends on besides its arch and training config:
-    # a record is reused only where all of it matches.
-    context = {
-        "space": space.fingerprint,
-        "data": corpus.key,
-        "eval_batches": args.eval_batches,
-    }
-    lrs = args.standalone_lrs
+    for name, arch in archs.items():
+        for lr in lrs:
+            if (name, matched[name], lr) not in jobs:
+                jobs[name, matched[name], lr] = runner.submit(
+                    name, arch, replace(config, lr=lr), matched[name], standalone_dir
+                )
+    inherited = evaluate(net, archs, val_batches, device)
+    ablation = mixer_ablation(net, space, archs, val_batches, inherited, device)
+    short = replace(config, lr=args.finetune_lr)
+    finetuned = short_training_losses(
+        net.extract, archs, corpus, short, args.finetune_steps, val_batches, device
+    )
+    del net
+    # The control: the same short training from the standalone runs' initialisation.
+    scratch = short_training_losses(
+        nas.Supernet(space, seed=config.seed).extract,
+        archs,
+        corpus,
+        short,
+        args.finetune_steps,
+        val_batches,
+        device,
+    )
+
     # (name, steps) -> (lr, record) of the best standalone run within the lr grid: a model
     # trained alone would be tuned for itself (linear attention wants a lower lr than conv).
     best: dict[tuple[str, int], tuple[float, dict]] = {}
-    for name, arch in archs.items():
-        for steps in sorted({matched[name], *([config.steps] if args.full_budget else [])}):
-            runs = {
-                lr: standalone(
-                    space,
-                    arch,
-                    name,
-                    corpus,
-                    replace(config, lr=lr),
-                    steps,
-                    val_batches,
-                    standalone_dir,
-                    context,
-                )
-                for lr in lrs
-            }
-            lr = min(runs, key=lambda k: runs[k]["val_loss"])
-            best[name, steps] = (lr, runs[lr])
+    for (name, steps, lr), job in jobs.items():
+        record = job.result()
+        if (name, steps) not in best or record["val_loss"] < best[name, steps][1]["val_loss"]:
+            best[name, steps] = (lr, record)
     results = {key: record["val_loss"] for key, (_, record) in best.items()}
+    # The same whole-budget runs with another seed (kept in their own folder): how far two
+    # trainings of the same archs agree, the most any ranking can be expected to agree.
+    again = {
+        name: runner.submit(
+            name,
+            arch,
+            replace(config, lr=best[name, config.steps][0], seed=args.reference_seed),
+            config.steps,
+            standalone_dir / f"seed{args.reference_seed}",
+        )
+        for name, arch in archs.items()
+        if args.reference_seed is not None
+    }
+    reference = {name: job.result()["val_loss"] for name, job in again.items()}
+    runner.close()
 
     print()
     print(
@@ -444,17 +417,27 @@ def main() -> None:
         summary["standalone_all_tokens"] = {n: results[n, config.steps] for n in archs}
         summary["kendall_tau_all_tokens"] = taus_full["all"][0]
         summary["kendall_tau_all_tokens_detail"] = taus_full
-    for steps, losses in finetuned.items():
-        ft_rows = [(losses[name], *row[1:]) for name, row in zip(archs, rows, strict=True)]
-        what = f"fine-tuned {steps} steps"
-        detail = {
-            "same_tokens": report_tau("standalone (same tokens)", ft_rows, 1, mixed, what=what)
-        }
-        if args.full_budget:
-            detail["all_tokens"] = report_tau(
-                f"standalone@all ({tokens:,} tokens each)", ft_rows, 2, mixed, what=what
-            )
-        summary.setdefault("finetuned", {})[steps] = {"loss": losses, "kendall_tau": detail}
+    if reference:
+        summary["reference_seed"] = report_reference(
+            archs, space, rows, reference, args.reference_seed, config.seed, tokens, mixed
+        )
+    for key, label, runs in (
+        ("finetuned", "fine-tuned {} steps", finetuned),
+        ("scratch", "trained {} steps from scratch", scratch),
+    ):
+        for steps, losses in runs.items():
+            short_rows = [(losses[n], *row[1:]) for n, row in zip(archs, rows, strict=True)]
+            what = label.format(steps)
+            detail = {
+                "same_tokens": report_tau(
+                    "standalone (same tokens)", short_rows, 1, mixed, what=what
+                )
+            }
+            if args.full_budget:
+                detail["all_tokens"] = report_tau(
+                    f"standalone@all ({tokens:,} tokens each)", short_rows, 2, mixed, what=what
+                )
+            summary.setdefault(key, {})[steps] = {"loss": losses, "kendall_tau": detail}
     print("standalone@all: trained alone on the supernet's whole token budget, for reference")
     print()
     kept = (
@@ -480,17 +463,49 @@ def main() -> None:
     print(f"plot: {plot}")
 
 
-def report_gaps(reference: str, rows: list[tuple], col: int, target: str = "") -> float:
-    """Print the largest and the mean gap of inherited losses (rows[i][0]) against
-    `reference` (rows[i][col]), and how many archs are within 3%; return the largest."""
+def report_gaps(
+    reference: str, rows: list[tuple], col: int, target: str = "", what: str = "inherited"
+) -> float:
+    """Print the largest and the mean gap of `what` (rows[i][0]) against `reference`
+    (rows[i][col]), and how many archs are within 3%; return the largest."""
     gaps = [(r[0] - r[col]) / r[col] for r in rows]
     worst = max(abs(g) for g in gaps)
     within = sum(abs(g) <= 0.03 for g in gaps)
     print(
-        f"gap, inherited vs {reference}: largest |gap| {worst:.1%}{target}; "
+        f"gap, {what} vs {reference}: largest |gap| {worst:.1%}{target}; "
         f"mean {np.mean(gaps):+.1%}; within 3%: {within} of {len(gaps)}"
     )
     return worst
+
+
+def report_reference(
+    archs: dict[str, Arch],
+    space: nas.SearchSpace,
+    rows: list[tuple],
+    reference: dict[str, float],
+    seed: int,
+    first_seed: int,
+    tokens: int,
+    mixed: list[bool],
+) -> dict:
+    """Print how far the whole-budget standalone losses of two seeds agree (tau and gaps),
+    and tau of the inherited losses against the second seed; return them for results.json."""
+    again = f"standalone@all, seed {seed}"
+    print(
+        f"{again}: every arch trained alone on the whole budget ({tokens:,} tokens) again, "
+        f"initialisation and batches from seed {seed}, each at its best lr above"
+    )
+    params = [space.param_count(a) for a in archs.values()]
+    seeds = [(r[2], reference[n], p) for n, r, p in zip(archs, rows, params, strict=True)]
+    first = f"standalone@all, seed {first_seed}"
+    ceiling = report_tau(again, seeds, 1, mixed, "   (the ceiling of any ranking)", what=first)
+    report_gaps(again, seeds, 1, what=first)
+    inherited = [(r[0], reference[n], p) for n, r, p in zip(archs, rows, params, strict=True)]
+    return {
+        "standalone_all_tokens": reference,
+        "kendall_tau_between_seeds": ceiling,
+        "kendall_tau_inherited": report_tau(again, inherited, 1, mixed),
+    }
 
 
 def report_tau(
@@ -525,26 +540,28 @@ def report_tau(
     return taus
 
 
-def finetuned_losses(
-    net: nas.Supernet,
+def short_training_losses(
+    start: Callable[[Arch], nas.StaticModel],
     archs: dict[str, Arch],
     corpus,
     config: TrainConfig,
     steps: tuple[int, ...],
     batches: list,
+    device: torch.device,
 ) -> dict[int, dict[str, float]]:
-    """{n: {name: validation loss after n steps of fine-tuning its inherited weights}}.
+    """{n: {name: validation loss after n steps of training `start(arch)` alone}}.
 
-    Each arch is extracted and trained alone at the constant lr `config.lr`, without weight
-    decay, on a batch stream of its own (not the supernet's), and validated at each n of
-    `steps`: what a search could afford per candidate, to rank mixer combinations that
-    the supernet never trained together.
+    Each arch is trained at the constant lr `config.lr`, without weight decay, on a batch
+    stream of its own (not the supernet's), and validated at each n of `steps`. From the
+    inherited weights, that is what a search could afford per candidate, to rank mixer
+    combinations the supernet never trained together; from the standalone initialisation,
+    it is the control that says whether the supernet's weights add anything.
     """
-    if not steps:  # --finetune-steps not given
-        return {}
     results: dict[int, dict[str, float]] = {n: {} for n in steps}
+    if not steps:  # --finetune-steps not given
+        return results
     for name, arch in archs.items():
-        model = net.extract(arch).train()
+        model = start(arch).to(device).train()
         optimizer = make_optimizer(model, replace(config, weight_decay=0.0))
         sampler = BatchSampler(
             corpus.train,
@@ -553,9 +570,9 @@ def finetuned_losses(
             np.random.default_rng([config.seed, 3]),
         )
         for step in range(1, steps[-1] + 1):
-            _train_step(model, optimizer, sampler, config.grad_clip)
+            train_step(model, optimizer, sampler, config.grad_clip, device)
             if step in results:
-                results[step][name] = _static_loss(model, batches)
+                results[step][name] = static_loss(model, batches, device)
                 model.train()
     return results
 
@@ -653,6 +670,7 @@ def mixer_ablation(
     archs: dict[str, Arch],
     batches: list,
     inherited: dict[str, float],
+    device: torch.device,
 ) -> dict[str, list[float | None]]:
     """Per arch and layer: the relative change of the inherited loss when that layer's
     mixer is made a skip (None for a skip layer). A layer whose mixer the rest of the
@@ -661,10 +679,8 @@ def mixer_ablation(
     for name, arch in archs.items():
         for i, layer in enumerate(arch.layers):
             if layer.mixer != "skip":
-                variants[name, i] = space.validate(_skipped(arch, i))
-    losses = evaluate(
-        net, {f"{n}/{i}": a for (n, i), a in variants.items()}, batches, torch.device("cpu")
-    )
+                variants[name, i] = space.validate(skipped(arch, i))
+    losses = evaluate(net, {f"{n}/{i}": a for (n, i), a in variants.items()}, batches, device)
     return {
         name: [
             (losses[f"{name}/{i}"] - inherited[name]) / inherited[name]
@@ -674,42 +690,6 @@ def mixer_ablation(
         ]
         for name, arch in archs.items()
     }
-
-
-def standalone(
-    space: nas.SearchSpace,
-    arch: Arch,
-    name: str,
-    corpus,
-    config: TrainConfig,
-    steps: int,
-    val_batches: list,
-    folder: Path,
-    context: dict,
-) -> dict:
-    """The record of `arch` trained alone for `steps` steps (kept in `folder`, reused where
-    its arch, training config and `context` match): "val_loss", and "ablation" (per
-    layer, as `mixer_ablation`; absent in records written before it was added)."""
-    # A short run keeps the supernet's schedule shape: warmup at most a quarter of it.
-    run = replace(config, steps=steps, warmup_steps=min(config.warmup_steps, max(1, steps // 4)))
-    record = folder / f"{name}-{steps}-lr{config.lr:g}.json"
-    if record.is_file():
-        saved = json.loads(record.read_text())
-        if (
-            _standalone_key(saved.get("config", {})) == _standalone_key(run.to_dict())
-            and saved.get("arch") == arch.to_dict()
-            and saved.get("context") == context
-        ):
-            return saved
-    print(
-        f"standalone: {name} ({space.param_count(arch) / 1e6:.2f}M params), {steps} steps, "
-        f"lr {config.lr:g}",
-        flush=True,
-    )
-    result = train_standalone(space, arch, corpus, run, val_batches)
-    result.update(config=run.to_dict(), arch=arch.to_dict(), context=context)
-    atomic_write_json(record, result)
-    return result
 
 
 if __name__ == "__main__":

@@ -62,6 +62,65 @@ def test_supernet_options_share_the_standalone_records(bench_files, bench):
     assert "the skip slot's own FFN replaces the mixer's" in fair.stdout
 
 
+def test_reference_seed_and_scratch_control(bench_files, bench):
+    """--reference-seed retrains every arch on the whole budget from another seed and
+    reports how far the two standalone rankings agree; --finetune-steps also trains each
+    arch for as many steps from scratch, the control for the fine-tuned ranking."""
+    run = bench("--reference-seed", "1", "--finetune-steps", "1,3")
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads((bench_files["out"] / "results.json").read_text())
+    again = summary["reference_seed"]["standalone_all_tokens"]
+    first = summary["standalone_all_tokens"]
+    assert set(again) == set(first)
+    # Another initialisation and batch stream: another loss for every arch but the smallest
+    # skip stacks, which may coincide only if their weights did.
+    assert sum(again[n] != first[n] for n in first) >= len(first) - 1
+    tau, low, high, _ = summary["reference_seed"]["kendall_tau_between_seeds"]["all"]
+    assert -1 <= low <= tau <= high <= 1
+    assert "(the ceiling of any ranking)" in run.stdout
+    assert list((bench_files["out"] / "standalone" / "seed1").glob("*.json"))
+    scratch, finetuned = summary["scratch"], summary["finetuned"]
+    assert set(scratch) == set(finetuned) == {"1", "3"}
+    # Scratch starts from the standalone initialisation, fine-tuning from the supernet's.
+    assert scratch["3"]["loss"] != finetuned["3"]["loss"]
+    assert "trained 3 steps from scratch" in run.stdout
+
+    rerun = bench("--reference-seed", "1")  # every record reused, seed 1's too
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "standalone:" not in rerun.stdout
+
+
+def test_parallel_standalone_runs_match_serial_ones(bench_files, bench):
+    """--jobs 2 trains the standalone runs in worker processes (the whole-budget ones while
+    the supernet trains): the records are those of the serial run, to the bit."""
+    serial = bench("--finetune-steps", "1")
+    assert serial.returncode == 0, serial.stderr[-2000:]
+    out = bench_files["out"]
+    parallel = bench("--jobs", "2", "--out", str(out.parent / "parallel"), "--finetune-steps", "1")
+    assert parallel.returncode == 0, parallel.stderr[-2000:]
+    assert "standalone: mixed0" in parallel.stdout  # trained again, not read back
+    one = json.loads((out / "results.json").read_text())
+    two = json.loads((out.parent / "parallel" / "results.json").read_text())
+    for key in ("standalone_same_tokens", "standalone_all_tokens", "inherited", "scratch"):
+        assert one[key] == two[key], key
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--reference-seed", "1", "--no-full-budget"], "drop --no-full-budget"),
+        (["--reference-seed", "0"], "must differ from --seed"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--jobs", "0"], "--jobs must be 1 or more"),
+    ],
+)
+def test_bad_options_give_one_line_and_exit_2(bench, args, match):
+    result = bench(*args)
+    assert result.returncode == 2
+    assert match in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     "flag, value, match",
     [("--data", "missing.txt", "no such file"), ("--space", "missing.yaml", "missing.yaml")],
