@@ -43,7 +43,7 @@ Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--se
        [--distill-weight W] [--homogeneous-share S] [--standalone-lrs 0.001,0.003,0.006]
        [--no-full-budget] [--family mixed0,mixed1] [--mixed 2]
        [--finetune-steps 25,50] [--finetune-lr 0.001] [--fair] [--ffn-per-mixer]
-       [--reference-seed 1]
+       [--reference-seed 1] [--device cpu|cuda|auto] [--jobs 1]
 The README's figures: --space bench/spaces/weight_sharing.yaml --steps 6000
 --batch-size 16 --seq-len 64 --distill-weight 0 --no-full-budget (about 60 min on 2 cores:
 15 for the supernet, 45 for 30 standalone runs).
