@@ -437,6 +437,12 @@ def main() -> None:
                 detail["all_tokens"] = report_tau(
                     f"standalone@all ({tokens:,} tokens each)", short_rows, 2, mixed, what=what
                 )
+            if reference:  # the second seed's ranking: is the agreement robust to it?
+                pairs = zip(archs, rows, strict=True)
+                again = [(losses[n], reference[n], row[-1]) for n, row in pairs]
+                detail["reference_seed"] = report_tau(
+                    f"standalone@all, seed {args.reference_seed}", again, 1, mixed, what=what
+                )
             summary.setdefault(key, {})[steps] = {"loss": losses, "kendall_tau": detail}
     print("standalone@all: trained alone on the supernet's whole token budget, for reference")
     print()

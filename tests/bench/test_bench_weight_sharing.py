@@ -83,6 +83,7 @@ def test_reference_seed_and_scratch_control(bench_files, bench):
     assert set(scratch) == set(finetuned) == {"1", "3"}
     # Scratch starts from the standalone initialisation, fine-tuning from the supernet's.
     assert scratch["3"]["loss"] != finetuned["3"]["loss"]
+    assert set(finetuned["3"]["kendall_tau"]) == {"same_tokens", "all_tokens", "reference_seed"}
     assert "trained 3 steps from scratch" in run.stdout
 
     rerun = bench("--reference-seed", "1")  # every record reused, seed 1's too
