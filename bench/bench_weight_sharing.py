@@ -419,7 +419,7 @@ def main() -> None:
         summary["kendall_tau_all_tokens_detail"] = taus_full
     if reference:
         summary["reference_seed"] = report_reference(
-            archs, space, rows, reference, args.reference_seed, config.seed, tokens, mixed
+            rows, reference, args.reference_seed, config.seed, tokens, mixed
         )
     for key, label, runs in (
         ("finetuned", "fine-tuned {} steps", finetuned),
@@ -438,8 +438,7 @@ def main() -> None:
                     f"standalone@all ({tokens:,} tokens each)", short_rows, 2, mixed, what=what
                 )
             if reference:  # the second seed's ranking: is the agreement robust to it?
-                pairs = zip(archs, rows, strict=True)
-                again = [(losses[n], reference[n], row[-1]) for n, row in pairs]
+                again = versus([losses[n] for n in archs], list(reference.values()), rows)
                 detail["reference_seed"] = report_tau(
                     f"standalone@all, seed {args.reference_seed}", again, 1, mixed, what=what
                 )
@@ -484,9 +483,13 @@ def report_gaps(
     return worst
 
 
+def versus(values: list[float], reference: list[float], rows: list[tuple]) -> list[tuple]:
+    """Rows for `report_tau` and `report_gaps`: values[i] against reference[i], with the
+    parameter count of the bench's rows[i] (its last column)."""
+    return [(v, ref, row[-1]) for v, ref, row in zip(values, reference, rows, strict=True)]
+
+
 def report_reference(
-    archs: dict[str, Arch],
-    space: nas.SearchSpace,
     rows: list[tuple],
     reference: dict[str, float],
     seed: int,
@@ -495,22 +498,25 @@ def report_reference(
     mixed: list[bool],
 ) -> dict:
     """Print how far the whole-budget standalone losses of two seeds agree (tau and gaps),
-    and tau of the inherited losses against the second seed; return them for results.json."""
+    and tau of the inherited losses against the second seed; return them for results.json.
+    `rows` are the bench's (inherited, same tokens, whole budget, params) rows, in the
+    order of `reference`."""
     again = f"standalone@all, seed {seed}"
     print(
         f"{again}: every arch trained alone on the whole budget ({tokens:,} tokens) again, "
         f"initialisation and batches from seed {seed}, each at its best lr above"
     )
-    params = [space.param_count(a) for a in archs.values()]
-    seeds = [(r[2], reference[n], p) for n, r, p in zip(archs, rows, params, strict=True)]
+    second = list(reference.values())
+    seeds = versus([r[2] for r in rows], second, rows)
     first = f"standalone@all, seed {first_seed}"
     ceiling = report_tau(again, seeds, 1, mixed, "   (the ceiling of any ranking)", what=first)
     report_gaps(again, seeds, 1, what=first)
-    inherited = [(r[0], reference[n], p) for n, r, p in zip(archs, rows, params, strict=True)]
     return {
         "standalone_all_tokens": reference,
         "kendall_tau_between_seeds": ceiling,
-        "kendall_tau_inherited": report_tau(again, inherited, 1, mixed),
+        "kendall_tau_inherited": report_tau(
+            again, versus([r[0] for r in rows], second, rows), 1, mixed
+        ),
     }
 
 
