@@ -5,7 +5,8 @@
    --batch-size x --seq-len tokens. The run goes to OUT/supernet and is resumed if there.
 2. Pick archs: the smallest, the largest, middle archs built on the non-attention
    mixers (ssm, linear_attention, conv, glu, pool) and on sliding_window, of varied sizes,
-   and --mixed random archs (default 2) whose mixers vary by layer (what a search returns).
+   and --mixed random archs (default 2) whose mixers vary by layer (what a search returns);
+   --mixed all takes every other arch of a space of at most 64 archs instead.
 3. Measure each arch's validation loss with the supernet's weights, as they are
    (inherited; no fine-tuning).
 4. Train each arch alone from scratch (initialised like the supernet, the prefix of a
@@ -41,7 +42,7 @@ supernet with those options of nas train; the standalone runs do not depend on t
 Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--seq-len 64]
        [--out runs/bench_weight_sharing] [--space FILE] [--data PATH] [--eval-batches 32]
        [--distill-weight W] [--homogeneous-share S] [--standalone-lrs 0.001,0.003,0.006]
-       [--no-full-budget] [--family mixed0,mixed1] [--mixed 2]
+       [--no-full-budget] [--family mixed0,mixed1] [--mixed 2|all]
        [--finetune-steps 25,50] [--finetune-lr 0.001] [--fair] [--ffn-per-mixer]
        [--reference-seed 1] [--device cpu|cuda|auto] [--jobs 1]
 The README's figures: --space bench/spaces/weight_sharing.yaml --steps 6000
@@ -52,6 +53,7 @@ The README's figures: --space bench/spaces/weight_sharing.yaml --steps 6000
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -94,10 +96,26 @@ MIDDLE = [
 MIXED_ARCHS, MIXED_SEED = 2, 7
 
 
-def bench_archs(space: nas.SearchSpace, mixed: int = MIXED_ARCHS) -> dict[str, Arch]:
+# `--mixed all` enumerates a small space; beyond this many archs, sample instead.
+MAX_ENUMERATED = 64
+
+
+def every_arch(space: nas.SearchSpace) -> list[Arch]:
+    """Every arch of `space`, in a fixed order (widths, then depths, then layer choices)."""
+    options = space.layer_options()
+    return [
+        Arch(d_model, layers)
+        for d_model in space.d_model
+        for depth in space.exits
+        for layers in itertools.product(options, repeat=depth)
+    ]
+
+
+def bench_archs(space: nas.SearchSpace, mixed: int | None = MIXED_ARCHS) -> dict[str, Arch]:
     """The smallest, the largest, one middle arch per mixer of `MIDDLE` in the space, and
     `mixed` random archs ("mixed0", ...; one seeded stream, so a larger `mixed` keeps the
-    first ones)."""
+    first ones). `mixed=None` takes every other arch of the space instead (as "mixed0",
+    ...), so that a small space is compared whole; each arch appears once."""
     archs = {"smallest": space.smallest(), "largest": space.largest()}
 
     def pick(values: tuple[int, ...], i: int) -> int:
@@ -114,10 +132,30 @@ def bench_archs(space: nas.SearchSpace, mixed: int = MIXED_ARCHS) -> dict[str, A
             pick(space.ffn, f_i),
         )
         depth = pick(space.exits, e_i)
-        archs[f"{mixer}"] = space.validate(Arch(pick(space.d_model, d_i), (layer,) * depth))
-    for i, arch in enumerate(space.sample_many(mixed, seed=MIXED_SEED)):
+        arch = space.validate(Arch(pick(space.d_model, d_i), (layer,) * depth))
+        if arch not in archs.values():  # in a tiny space a middle arch can be an extreme one
+            archs[mixer] = arch
+    if mixed is None:
+        named = set(archs.values())
+        rest = [a for a in every_arch(space) if a not in named]
+    else:
+        rest = space.sample_many(mixed, seed=MIXED_SEED)
+    for i, arch in enumerate(rest):
         archs[f"mixed{i}"] = arch
     return archs
+
+
+def _mixed_count(text: str) -> int | None:
+    """'20' -> 20 random archs; 'all' -> None, every arch of a small space."""
+    if text == "all":
+        return None
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a count or 'all'") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError("--mixed must be 0 or more (or 'all')")
+    return count
 
 
 def _lr_list(text: str) -> list[float]:
@@ -212,10 +250,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--mixed",
-        type=int,
+        type=_mixed_count,
         default=MIXED_ARCHS,
         help="random archs of the space (mixers varying by layer) to compare; with 3 or more, "
-        "tau among them alone is printed too: the ranking a search relies on",
+        "tau among them alone is printed too: the ranking a search relies on. 'all' compares "
+        f"every arch of a space of at most {MAX_ENUMERATED}",
     )
     parser.add_argument(
         "--finetune-steps",
@@ -244,8 +283,11 @@ def main() -> None:
         device = resolve_device(args.device)
     except NasError as exc:  # a bad space file, data path or device: one line, exit 2
         parser.error(str(exc))
-    if args.mixed < 0:
-        parser.error("--mixed must be 0 or more")
+    if args.mixed is None and 10**space.log10_size > MAX_ENUMERATED + 0.5:
+        parser.error(
+            f"--mixed all: the space has {10**space.log10_size:.0f} archs, more than "
+            f"{MAX_ENUMERATED}; give a count of random archs instead"
+        )
     if args.jobs < 1:
         parser.error("--jobs must be 1 or more")
     if args.reference_seed is not None and not args.full_budget:
@@ -456,7 +498,8 @@ def main() -> None:
     )
     for name, changes in ablation.items():
         alone = best[name, matched[name]][1].get("ablation")
-        print(f"  {name:<17} inherited   {_cells(changes)}")
+        inside = _cells(changes) if "skip" in space.mixers else "(the space has no skip arch)"
+        print(f"  {name:<17} inherited   {inside}")
         print(f"  {'':<17} standalone  {_cells(alone) if alone else '(not recorded)'}")
     summary["mixer_ablation"] = ablation
     summary["mixer_ablation_standalone"] = {
@@ -686,9 +729,10 @@ def mixer_ablation(
 ) -> dict[str, list[float | None]]:
     """Per arch and layer: the relative change of the inherited loss when that layer's
     mixer is made a skip (None for a skip layer). A layer whose mixer the rest of the
-    network does not use changes it by ~0."""
+    network does not use changes it by ~0. A space without skip has no such arch: every
+    change is None there."""
     variants = {}
-    for name, arch in archs.items():
+    for name, arch in archs.items() if "skip" in space.mixers else ():
         for i, layer in enumerate(arch.layers):
             if layer.mixer != "skip":
                 variants[name, i] = space.validate(skipped(arch, i))

@@ -6,7 +6,17 @@ nas.kernels, nas.supernet, nas.search); what a user's script needs is re-exporte
 
 from __future__ import annotations
 
-from nas.search_space import (
+from pathlib import Path
+
+# In a source checkout the layer packages sit beside this folder (search_space/,
+# supernet/, ...) and pyproject's package-dir maps them into `nas` at install time. Python
+# started in the checkout's root finds this folder before any installed copy, and would
+# then miss them; pointing the package's path at the checkout too makes them importable.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "supernet" / "__init__.py").is_file():
+    __path__.append(str(_CHECKOUT))
+
+from nas.search_space import (  # noqa: E402  (needs the path above in a checkout)
     Arch,
     ArchError,
     BudgetError,
@@ -18,9 +28,9 @@ from nas.search_space import (
     SearchSpace,
     SpaceError,
 )
-from nas.supernet import StaticModel, Supernet
-from nas.supernet import load_model as load
-from nas.supernet import save_model as save
+from nas.supernet import StaticModel, Supernet  # noqa: E402
+from nas.supernet import load_model as load  # noqa: E402
+from nas.supernet import save_model as save  # noqa: E402
 
 __version__ = "0.1.0"
 

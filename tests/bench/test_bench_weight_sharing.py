@@ -3,6 +3,7 @@ README reads from it, reuses its standalone records, and refuses bad input in on
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -106,6 +107,26 @@ def test_parallel_standalone_runs_match_serial_ones(bench_files, bench):
         assert one[key] == two[key], key
 
 
+def test_mixed_all_compares_every_arch_of_a_small_space_once(bench_files, bench):
+    """Two mixers at each of two layers, every width fixed: 2**2 archs, the two one-mixer
+    stacks being the smallest and the largest, so the bench compares exactly four."""
+    space = bench_files["out"].parent / "two_mixers.yaml"
+    space.write_text(
+        "vocab_size: 256\nmax_seq_len: 16\nhead_dim: 8\nd_model: [16]\nheads: [2]\n"
+        "ffn: [32]\nmixers: [attention, conv]\nwindows: [8]\nexits: [2]\n"
+    )
+    bench_files["space"] = str(space)
+    result = bench("--no-full-budget", "--mixed", "all")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((bench_files["out"] / "results.json").read_text())
+    assert set(summary["inherited"]) == {"smallest", "largest", "mixed0", "mixed1"}
+    layers = [
+        tuple(layer["mixer"] for layer in entry["arch"]["layers"])
+        for entry in summary["archs"].values()
+    ]
+    assert sorted(layers) == sorted(itertools.product(["attention", "conv"], repeat=2))
+
+
 @pytest.mark.parametrize(
     "args, match",
     [
@@ -113,6 +134,8 @@ def test_parallel_standalone_runs_match_serial_ones(bench_files, bench):
         (["--reference-seed", "0"], "must differ from --seed"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--jobs", "0"], "--jobs must be 1 or more"),
+        (["--mixed", "all"], "more than 64; give a count of random archs instead"),
+        (["--mixed", "some"], "'some' is not a count or 'all'"),
     ],
 )
 def test_bad_options_give_one_line_and_exit_2(bench, args, match):
