@@ -10,6 +10,8 @@ as `nas train` does; its records are then kept apart from the CPU's (fp32) ones.
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
@@ -166,8 +168,25 @@ def standalone(
 _SHARED: dict = {}
 
 
-def _setup(space, data, dtype, val_batches, context, device, threads) -> None:
-    if threads:
+def _exit_with_parent(parent: int) -> None:
+    """End this worker process as soon as the bench that started it (pid `parent`) is gone.
+
+    A pool's workers outlive a bench killed by a signal; left behind, they would go on
+    training unseen and take the CPU from whatever runs next. The pid comes from the bench
+    itself: a worker whose bench died while it started up is already an orphan here.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _setup(space, data, dtype, val_batches, context, device, threads, parent=None) -> None:
+    if parent is not None:  # a worker process of the pool
+        _exit_with_parent(parent)
         torch.set_num_threads(threads)
     corpus = load_corpus(data, dtype=dtype)  # memory-mapped: each worker maps its own
     _SHARED.update(space=space, corpus=corpus, val=val_batches, context=context, device=device)
@@ -212,7 +231,7 @@ class StandaloneRunner:
                 jobs,
                 mp_context=get_context("spawn"),
                 initializer=_setup,
-                initargs=(*setup, threads),
+                initargs=(*setup, threads, os.getpid()),
             )
         else:
             _setup(*setup, 0)

@@ -92,21 +92,33 @@ def bench_files(tmp_path):
     return {"space": str(space), "data": str(data), "out": tmp_path / "out"}
 
 
+def _bench_call(files: dict, script: str, args: tuple[str, ...]) -> tuple[list[str], dict]:
+    """The command line and environment that run bench/SCRIPT on the tiny space and corpus."""
+    common = ["--space", files["space"], "--data", files["data"], "--out", str(files["out"])]
+    env = {**os.environ, "NAS_CACHE_DIR": str(files["out"].parent / "cache")}
+    env.update(OMP_NUM_THREADS="1")  # tiny models; two shared cores
+    return [sys.executable, str(BENCH_DIR / script), *common, *args], env
+
+
 @pytest.fixture
 def run_bench(bench_files):
     """Runs bench/SCRIPT on the tiny space and corpus, its outputs under bench_files["out"]."""
-    files = bench_files
 
     def run(script: str, *args: str) -> subprocess.CompletedProcess:
-        common = ["--space", files["space"], "--data", files["data"], "--out", str(files["out"])]
-        env = {**os.environ, "NAS_CACHE_DIR": str(files["out"].parent / "cache")}
-        env.update(OMP_NUM_THREADS="1")  # tiny models; two shared cores
-        return subprocess.run(
-            [sys.executable, str(BENCH_DIR / script), *common, *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=600,
-        )
+        command, env = _bench_call(bench_files, script, args)
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
     return run
+
+
+@pytest.fixture
+def run_bench_process(bench_files):
+    """Starts bench/SCRIPT like `run_bench` without waiting for it; returns the Popen."""
+
+    def start(script: str, *args: str) -> subprocess.Popen:
+        command, env = _bench_call(bench_files, script, args)
+        return subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        )
+
+    return start

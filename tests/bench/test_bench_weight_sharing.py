@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
+from pathlib import Path
 
 import pytest
 
@@ -125,6 +127,55 @@ def test_mixed_all_compares_every_arch_of_a_small_space_once(bench_files, bench)
         for entry in summary["archs"].values()
     ]
     assert sorted(layers) == sorted(itertools.product(["attention", "conv"], repeat=2))
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of the live (not zombie) processes whose parent is `pid`, read from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_end_when_the_bench_is_killed(bench_files, run_bench_process):
+    """kill -9 on a bench with --jobs 2 leaves no worker behind still training."""
+    steps = ["--steps", "3000"]  # long enough to be killed mid-run
+    bench = run_bench_process("bench_weight_sharing.py", *TINY, *steps, "--jobs", "2")
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = [p for p in _children(bench.pid) if _is_python(p)]
+        assert len(workers) >= 2, "the bench started no worker processes"
+    finally:
+        bench.kill()
+        bench.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in workers)
+
+
+def _is_python(pid: int) -> bool:
+    try:
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 @pytest.mark.parametrize(
