@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.stats import kendalltau
-from standalone_runs import StandaloneRunner, skipped, static_loss, train_step
+from standalone_runs import StandaloneRunner, mixer_removal, skipped, static_loss, train_step
 
 import nas
 from nas import Arch, LayerArch
@@ -489,7 +489,7 @@ def main() -> None:
     print()
     kept = (
         "inherited: the skip slot's own FFN replaces the mixer's (--ffn-per-mixer)"
-        if config.ffn_per_mixer
+        if config.ffn_per_mixer and "skip" in space.mixers
         else "its FFN kept"
     )
     print(
@@ -498,8 +498,7 @@ def main() -> None:
     )
     for name, changes in ablation.items():
         alone = best[name, matched[name]][1].get("ablation")
-        inside = _cells(changes) if "skip" in space.mixers else "(the space has no skip arch)"
-        print(f"  {name:<17} inherited   {inside}")
+        print(f"  {name:<17} inherited   {_cells(changes)}")
         print(f"  {'':<17} standalone  {_cells(alone) if alone else '(not recorded)'}")
     summary["mixer_ablation"] = ablation
     summary["mixer_ablation_standalone"] = {
@@ -729,10 +728,15 @@ def mixer_ablation(
 ) -> dict[str, list[float | None]]:
     """Per arch and layer: the relative change of the inherited loss when that layer's
     mixer is made a skip (None for a skip layer). A layer whose mixer the rest of the
-    network does not use changes it by ~0. A space without skip has no such arch: every
-    change is None there."""
+    network does not use changes it by ~0. In a space without skip the supernet has no
+    such arch: the mixer is taken out of the extracted model instead, its FFN kept."""
+    if "skip" not in space.mixers:
+        return {
+            name: mixer_removal(net.extract(arch), inherited[name], batches, device)
+            for name, arch in archs.items()
+        }
     variants = {}
-    for name, arch in archs.items() if "skip" in space.mixers else ():
+    for name, arch in archs.items():
         for i, layer in enumerate(arch.layers):
             if layer.mixer != "skip":
                 variants[name, i] = space.validate(skipped(arch, i))

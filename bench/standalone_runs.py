@@ -74,12 +74,7 @@ def train_standalone(
         train_step(model, optimizer, sampler, config.grad_clip, device)
     seconds = time.perf_counter() - start
     loss = static_loss(model, val_batches, device)
-    ablation = [
-        None
-        if block.layer.mixer == "skip"
-        else static_loss(_without_mixer(model, i), val_batches, device) / loss - 1
-        for i, block in enumerate(model.blocks)
-    ]
+    ablation = mixer_removal(model, loss, val_batches, device)
     return {"val_loss": loss, "seconds": seconds, "steps": config.steps, "ablation": ablation}
 
 
@@ -109,6 +104,19 @@ def static_loss(model: nas.StaticModel, batches: list, device: torch.device) -> 
         with autocast(device):
             total += cross_entropy(model(x.to(device)), y.to(device)).item() * y.numel()
     return total / sum(y.numel() for _, y in batches)
+
+
+def mixer_removal(
+    model: nas.StaticModel, loss: float, batches: list, device: torch.device
+) -> list[float | None]:
+    """Per layer, the relative change of `model`'s loss (`loss` as it is) when that
+    layer's mixer is made a skip, its FFN kept; None for a skip layer."""
+    return [
+        None
+        if block.layer.mixer == "skip"
+        else static_loss(_without_mixer(model, i), batches, device) / loss - 1
+        for i, block in enumerate(model.blocks)
+    ]
 
 
 def _without_mixer(model: nas.StaticModel, i: int) -> nas.StaticModel:
