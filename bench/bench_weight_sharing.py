@@ -36,14 +36,16 @@
    standalone rankings: how far two trainings of the same archs agree, the ceiling for
    any ranking measured against one of them.
 With --family NAMES, those bench archs train at every step beside the sandwich (nas
-train --family) and are marked * in the table. --fair and --ffn-per-mixer train the
-supernet with those options of nas train; the standalone runs do not depend on them.
+train --family) and are marked * in the table. --fair, --ffn-per-mixer and
+--sandwich-random-mixers train the supernet with those trainer options; the standalone
+runs do not depend on them.
 
 Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--seq-len 64]
        [--out runs/bench_weight_sharing] [--space FILE] [--data PATH] [--eval-batches 32]
        [--distill-weight W] [--homogeneous-share S] [--standalone-lrs 0.001,0.003,0.006]
        [--no-full-budget] [--family mixed0,mixed1] [--mixed 2|all]
        [--finetune-steps 25,50] [--finetune-lr 0.001] [--fair] [--ffn-per-mixer]
+       [--sandwich-random-mixers]
        [--reference-seed 1] [--device cpu|cuda|auto] [--jobs 1]
 The README's figures: --space bench/spaces/weight_sharing.yaml --steps 6000
 --batch-size 16 --seq-len 64 --distill-weight 0 --no-full-budget (about 60 min on 2 cores:
@@ -210,6 +212,11 @@ def main() -> None:
         action="store_true",
         help="fair sampling (nas train --fair): every mixer trains at every layer in every step",
     )
+    parser.add_argument(
+        "--sandwich-random-mixers",
+        action="store_true",
+        help="the sandwich's largest and smallest archs draw their mixers at random each step",
+    )
     parser.add_argument("--distill-weight", type=float, default=TrainConfig.distill_weight)
     parser.add_argument("--early-exit-weight", type=float, default=TrainConfig.early_exit_weight)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="supernet peak lr")
@@ -305,6 +312,7 @@ def main() -> None:
         random_archs=args.random_archs,
         homogeneous_share=args.homogeneous_share,
         fair=args.fair,
+        sandwich_random_mixers=args.sandwich_random_mixers,
         ffn_per_mixer=args.ffn_per_mixer,
         distill_weight=args.distill_weight,
         early_exit_weight=args.early_exit_weight,

@@ -268,26 +268,40 @@ class SearchSpace:
         rng = np.random.default_rng(seed)
         return [self.sample(rng=rng) for _ in range(n)]
 
-    def _extreme(self, pick: int) -> Arch:
+    def _extreme(self, pick: int, mixers: Sequence[str] | None) -> Arch:
         # pick = -1 for the largest, 0 for the smallest choice of every dimension.
-        ranked = [m for m in MIXERS if m in self.mixers]
-        mixer = ranked[0] if pick == -1 else ranked[-1]
-        spec = MIXERS[mixer]
-        layer = LayerArch(
-            mixer=mixer,
-            heads=self.heads[pick] if spec.uses_heads else None,
-            window=self.windows[pick] if spec.uses_window else None,
-            ffn=self.ffn[pick],
-        )
-        return Arch(self.d_model[pick], (layer,) * self.exits[pick])
+        depth = self.exits[pick]
+        if mixers is None:
+            ranked = [m for m in MIXERS if m in self.mixers]
+            mixers = [ranked[0] if pick == -1 else ranked[-1]] * depth
+        elif len(mixers) != depth or set(mixers) - set(self.mixers):
+            raise ArchError(f"{list(mixers)}: need {depth} mixers, each one of {list(self.mixers)}")
+        layers = []
+        for mixer in mixers:
+            spec = MIXERS[mixer]
+            layers.append(
+                LayerArch(
+                    mixer=mixer,
+                    heads=self.heads[pick] if spec.uses_heads else None,
+                    window=self.windows[pick] if spec.uses_window else None,
+                    ffn=self.ffn[pick],
+                )
+            )
+        return Arch(self.d_model[pick], tuple(layers))
 
-    def largest(self) -> Arch:
-        """Max width, deepest exit, and in every layer the highest-capacity mixer at max size."""
-        return self._extreme(-1)
+    def largest(self, mixers: Sequence[str] | None = None) -> Arch:
+        """Max width, deepest exit, and in every layer the highest-capacity mixer at max size.
 
-    def smallest(self) -> Arch:
-        """Min width, earliest exit, and in every layer the cheapest mixer at min size."""
-        return self._extreme(0)
+        With `mixers` (one per layer of the deepest exit), those mixers at max size instead.
+        """
+        return self._extreme(-1, mixers)
+
+    def smallest(self, mixers: Sequence[str] | None = None) -> Arch:
+        """Min width, earliest exit, and in every layer the cheapest mixer at min size.
+
+        With `mixers` (one per layer of the earliest exit), those mixers at min size instead.
+        """
+        return self._extreme(0, mixers)
 
     # ---------------------------------------------------------------- features
     @property

@@ -65,6 +65,11 @@ class TrainConfig:
     # a random permutation across them; so every mixer trains at every layer in every
     # step, and none lags behind the others in updates. Widths are drawn as usual.
     fair: bool = False
+    # The sandwich's largest and smallest archs draw each layer's mixer at random at every
+    # step; only their widths and depths stay the extremes. Mixers are not nested as widths
+    # are, so the fixed extremes (attention everywhere, skip everywhere) are not bounds of
+    # the other archs: trained at every step, they pull the shared weights their way.
+    sandwich_random_mixers: bool = False
     # An FFN (and FFN norm) per (layer slot, mixer) instead of one per slot shared by all
     # mixers: the supernet's weight layout, so it is stored with the checkpoint's config.
     ffn_per_mixer: bool = False
@@ -368,7 +373,11 @@ def train(
             lr = lr_at(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            students = [smallest, *family] + (
+            step_largest, step_smallest = largest, smallest
+            if config.sandwich_random_mixers:
+                step_largest = space.largest(random_mixers(space, streams.archs, largest.depth))
+                step_smallest = space.smallest(random_mixers(space, streams.archs, smallest.depth))
+            students = [step_smallest, *family] + (
                 fair_students(space, streams.archs)
                 if config.fair
                 else [
@@ -376,7 +385,7 @@ def train(
                     for _ in range(config.random_archs)
                 ]
             )
-            usage.update(_parts_used([largest, *students]))
+            usage.update(_parts_used([step_largest, *students]))
             inputs, targets = streams.batches.next()
             inputs, targets = inputs.to(device), targets.to(device)  # (B, T)
             optimizer.zero_grad(set_to_none=True)
@@ -384,7 +393,7 @@ def train(
                 net,
                 inputs,
                 targets,
-                largest,
+                step_largest,
                 students,
                 config.distill_weight,
                 config.early_exit_weight,
@@ -443,6 +452,11 @@ def sample_student(space: SearchSpace, rng: np.random.Generator, homogeneous_sha
     if homogeneous_share > 0 and rng.random() < homogeneous_share:
         return space.sample(rng=rng, mixer=str(rng.choice(space.mixers)))
     return space.sample(rng=rng)
+
+
+def random_mixers(space: SearchSpace, rng: np.random.Generator, depth: int) -> list[str]:
+    """`depth` mixers of `space`, each drawn uniformly."""
+    return [str(m) for m in rng.choice(space.mixers, size=depth)]
 
 
 def fair_students(space: SearchSpace, rng: np.random.Generator) -> list[Arch]:

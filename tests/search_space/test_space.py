@@ -115,6 +115,23 @@ def test_extremes():
     assert space.param_count(small) <= min(counts) and space.param_count(big) >= max(counts)
 
 
+def test_extremes_with_given_mixers_keep_the_extreme_widths():
+    space = SearchSpace.default()
+    mixers = (["conv", "attention", "skip", "ssm"] * space.max_depth)[: space.max_depth]
+    big = space.validate(space.largest(mixers))
+    assert [ly.mixer for ly in big.layers] == mixers
+    plain = space.largest()
+    assert big.d_model == plain.d_model and big.depth == plain.depth
+    assert all(ly.ffn == plain.layers[0].ffn for ly in big.layers)
+    assert big.layers[1].heads == plain.layers[0].heads and big.layers[0].heads is None
+    small = space.validate(space.smallest(["ssm"] * space.smallest().depth))
+    assert small.d_model == space.smallest().d_model and small.layers[0].ffn == 0
+    with pytest.raises(ArchError, match="need"):
+        space.largest(["conv"])  # too few layers
+    with pytest.raises(ArchError, match="each one of"):
+        make_tiny_space(mixers=("attention", "skip")).largest(["conv"] * 3)
+
+
 def test_validate_names_field_and_allowed_values():
     space = SearchSpace.default()
     bad = Arch(100, (LayerArch("attention", heads=3, ffn=100),) * 3)

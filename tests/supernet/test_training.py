@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -227,6 +228,22 @@ def test_a_fair_run_trains_every_mixer_slot_at_every_step(tiny_space, corpus, tm
     usage = read_checkpoint(result.checkpoint).state["usage"]
     slots = [usage_key(i, m) for i in range(tiny_space.max_depth) for m in tiny_space.mixers]
     assert usage == {key: 3 for key in slots}
+
+
+def test_sandwich_random_mixers_train_the_extremes_with_drawn_mixers(tiny_space, corpus, tmp_path):
+    """Without random students, only the sandwich trains: with fixed extremes, slot 0 sees
+    just their two mixers; with drawn mixers, it sees most of the space's."""
+
+    def slot0_mixers(config, folder):
+        result = train(tiny_space, corpus, config, tmp_path / folder, progress=False)
+        usage = read_checkpoint(result.checkpoint).state["usage"]
+        return {key for key in usage if key.startswith("0:")}
+
+    fixed = TrainConfig(steps=8, random_archs=0, **TINY)
+    extremes = {tiny_space.largest().layers[0].mixer, tiny_space.smallest().layers[0].mixer}
+    assert slot0_mixers(fixed, "fixed") == {usage_key(0, m) for m in extremes}
+    drawn = replace(fixed, sandwich_random_mixers=True)
+    assert len(slot0_mixers(drawn, "drawn")) >= len(tiny_space.mixers) // 2
 
 
 def _mixed_family(space):
