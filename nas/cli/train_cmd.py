@@ -26,6 +26,7 @@ _CONFIG_FLAGS = {
     "distill_weight": "distill_weight",
     "homogeneous_share": "homogeneous_share",
     "fair": "fair",
+    "sandwich_random_mixers": "sandwich_random_mixers",
     "ffn_per_mixer": "ffn_per_mixer",
     "eval_every": "eval_every",
     "checkpoint_every": "checkpoint_every",
@@ -83,6 +84,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="fair sampling: instead of --random-archs, one arch per mixer, so that every "
         "mixer trains at every layer in every step (2.6-2.9x the time per step)",
+    )
+    p.add_argument(
+        "--sandwich-random-mixers",
+        action="store_true",
+        default=None,
+        help="the sandwich's largest and smallest archs draw each layer's mixer at random at "
+        "every step instead of always being attention and skip stacks",
     )
     p.add_argument(
         "--ffn-per-mixer",

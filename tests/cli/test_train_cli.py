@@ -92,6 +92,23 @@ def test_fair_flag_trains_every_mixer_slot_and_is_kept_on_resume(files, capsys):
     _one_error_line(capsys, "drop --random-archs")
 
 
+def test_sandwich_random_mixers_flag_reaches_the_trainer_and_must_agree_on_resume(files, capsys):
+    assert _train(files, "--steps", "2", "--sandwich-random-mixers") == 0
+    assert read_manifest(files["out"])["config"]["sandwich_random_mixers"] is True
+    capsys.readouterr()
+    assert main(["train", "--out", str(files["out"]), "--resume", "--no-progress"]) == 0
+    capsys.readouterr()
+    # Another run without the flag keeps the fixed extremes: the setting is in its config.
+    other = str(files["out"].parent / "fixed")
+    args = ["train", "--space", files["space"], "--data", files["data"], "--out", other, *SMALL]
+    assert main([*args, "--steps", "2"]) == 0
+    assert read_manifest(other)["config"]["sandwich_random_mixers"] is False
+    capsys.readouterr()
+    resumed = ["train", "--out", other, "--resume", "--no-progress", "--steps", "3"]
+    assert main([*resumed, "--sandwich-random-mixers"]) == 2
+    _one_error_line(capsys, "sandwich_random_mixers")
+
+
 def test_ffn_per_mixer_flag_builds_that_layout_and_init_from_must_match(files, capsys):
     assert _train(files, "--steps", "2", "--ffn-per-mixer") == 0
     assert load_supernet(files["out"]).ffn_per_mixer
