@@ -31,7 +31,10 @@
    many steps and print tau of those losses against the same references (a cheap
    ranking aid a search could use); and, as its control, the same short training from
    the standalone runs' initialisation ("from scratch").
-8. With --reference-seed S: train every arch alone on the whole budget again with seed S
+8. With --few-shot LAYER: split the supernet on that layer's mixer (few-shot NAS,
+   bench/few_shot.py) and print tau and gaps of the archs read from their own
+   sub-supernet against the whole-budget references, and its mixer ablation.
+9. With --reference-seed S: train every arch alone on the whole budget again with seed S
    (initialisation and batches), at its best lr, and print tau between the two
    standalone rankings: how far two trainings of the same archs agree, the ceiling for
    any ranking measured against one of them.
@@ -45,7 +48,7 @@ Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--se
        [--distill-weight W] [--homogeneous-share S] [--standalone-lrs 0.001,0.003,0.006]
        [--no-full-budget] [--family mixed0,mixed1] [--mixed 2|all]
        [--finetune-steps 25,50] [--finetune-lr 0.001] [--fair] [--ffn-per-mixer]
-       [--sandwich-random-mixers]
+       [--sandwich-random-mixers] [--few-shot LAYER] [--few-shot-split-at STEPS]
        [--reference-seed 1] [--device cpu|cuda|auto] [--jobs 1]
 The README's figures: --space bench/spaces/weight_sharing.yaml --steps 6000
 --batch-size 16 --seq-len 64 --distill-weight 0 --no-full-budget (about 60 min on 2 cores:
@@ -63,6 +66,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from few_shot import train_few_shot
 from scipy.stats import kendalltau
 from standalone_runs import StandaloneRunner, mixer_removal, skipped, static_loss, train_step
 
@@ -280,6 +284,22 @@ def main() -> None:
         "rankings: how far two trainings agree, the most any ranking can be expected to",
     )
     parser.add_argument(
+        "--few-shot",
+        type=int,
+        metavar="LAYER",
+        help="also split the supernet on this layer's mixer (few-shot NAS, bench/few_shot.py): "
+        "a one-shot phase, then one sub-supernet per mixer of the layer from its weights; "
+        "rank the archs with the sub-supernet of their own mixer",
+    )
+    parser.add_argument(
+        "--few-shot-split-at",
+        type=int,
+        metavar="STEPS",
+        help="steps of the few-shot run's one-shot phase (default: half of --steps); each "
+        "sub-supernet trains the rest, so every arch's weights see --steps batches. 0 trains "
+        "the sub-supernets from scratch",
+    )
+    parser.add_argument(
         "--standalone-dir", help="where standalone results are kept (default: OUT/standalone)"
     )
     args = parser.parse_args()
@@ -301,6 +321,17 @@ def main() -> None:
         parser.error("--reference-seed retrains the whole-budget runs; drop --no-full-budget")
     if args.reference_seed == args.seed:
         parser.error(f"--reference-seed must differ from --seed ({args.seed})")
+    split_at = args.steps // 2 if args.few_shot_split_at is None else args.few_shot_split_at
+    if args.few_shot is not None:
+        if not 0 <= args.few_shot < space.exits[0]:
+            parser.error(
+                f"--few-shot {args.few_shot}: need a layer every arch has, 0 to "
+                f"{space.exits[0] - 1} (the space's shallowest exit is {space.exits[0]})"
+            )
+        if not 0 <= split_at < args.steps:
+            parser.error(f"--few-shot-split-at must be 0 to {args.steps - 1} (--steps - 1)")
+        if not args.full_budget:
+            parser.error("--few-shot is compared with the whole-budget runs; drop --no-full-budget")
     archs = bench_archs(space, args.mixed)
     unknown = [n for n in args.family if n not in archs]
     if unknown:
@@ -372,6 +403,18 @@ def main() -> None:
         net.extract, archs, corpus, short, args.finetune_steps, val_batches, device
     )
     del net
+    few_shot, few_shot_ablation = {}, {}
+    if args.few_shot is not None:
+        runs = train_few_shot(
+            space, corpus, config, args.few_shot, split_at, out / "few_shot", device
+        )
+        for mixer, run in runs.items():
+            sub = load_supernet(run).to(device)
+            members = {n: a for n, a in archs.items() if a.layers[args.few_shot].mixer == mixer}
+            few_shot.update(evaluate(sub, members, val_batches, device))
+            few_shot_ablation.update(
+                mixer_ablation(sub, space, members, val_batches, few_shot, device)
+            )
     # The control: the same short training from the standalone runs' initialisation.
     scratch = short_training_losses(
         nas.Supernet(space, seed=config.seed).extract,
@@ -493,6 +536,10 @@ def main() -> None:
                     f"standalone@all, seed {args.reference_seed}", again, 1, mixed, what=what
                 )
             summary.setdefault(key, {})[steps] = {"loss": losses, "kendall_tau": detail}
+    if few_shot:
+        summary["few_shot"] = report_few_shot(
+            archs, rows, few_shot, reference, args, split_at, tokens, mixed
+        )
     print("standalone@all: trained alone on the supernet's whole token budget, for reference")
     print()
     kept = (
@@ -508,7 +555,11 @@ def main() -> None:
         alone = best[name, matched[name]][1].get("ablation")
         print(f"  {name:<17} inherited   {_cells(changes)}")
         print(f"  {'':<17} standalone  {_cells(alone) if alone else '(not recorded)'}")
+        if name in few_shot_ablation:
+            print(f"  {'':<17} few-shot    {_cells(few_shot_ablation[name])}")
     summary["mixer_ablation"] = ablation
+    if few_shot:
+        summary["few_shot"]["mixer_ablation"] = few_shot_ablation
     summary["mixer_ablation_standalone"] = {
         n: best[n, matched[n]][1].get("ablation") for n in archs
     }
@@ -531,6 +582,37 @@ def report_gaps(
         f"mean {np.mean(gaps):+.1%}; within 3%: {within} of {len(gaps)}"
     )
     return worst
+
+
+def report_few_shot(
+    archs: dict[str, Arch],
+    rows: list[tuple],
+    losses: dict[str, float],
+    reference: dict[str, float],
+    args: argparse.Namespace,
+    split_at: int,
+    tokens: int,
+    mixed: list[bool],
+) -> dict:
+    """Print tau and gaps of the few-shot losses against the whole-budget standalone
+    losses (and the second seed's); return them for results.json."""
+    what = f"few-shot (layer {args.few_shot}, split at step {split_at})"
+    values = [losses[n] for n in archs]
+    alone = versus(values, [r[2] for r in rows], rows)
+    label = f"standalone@all ({tokens:,} tokens each)"
+    detail = {
+        "layer": args.few_shot,
+        "split_at": split_at,
+        "loss": losses,
+        "kendall_tau_all_tokens": report_tau(label, alone, 1, mixed, what=what),
+        "max_abs_gap_all_tokens": report_gaps(label, alone, 1, what=what),
+    }
+    if reference:
+        again = versus(values, list(reference.values()), rows)
+        detail["kendall_tau_reference_seed"] = report_tau(
+            f"standalone@all, seed {args.reference_seed}", again, 1, mixed, what=what
+        )
+    return detail
 
 
 def versus(values: list[float], reference: list[float], rows: list[tuple]) -> list[tuple]:

@@ -85,6 +85,12 @@ class TrainConfig:
     # a fresh initialisation; the optimizer and schedule start afresh. With a family, this
     # specialises a trained supernet to the archs a search picked, without retraining it.
     init_from: str = ""
+    # Few-shot NAS (Zhao et al. 2021): layers pinned to one mixer each, as "SLOT:MIXER"
+    # ("0:conv" pins the first layer to conv). Every arch the sandwich trains has those
+    # mixers there, so the run is one sub-supernet of a split of the space on those
+    # layers: its weights never have to serve the other mixers' archs. Started from a
+    # one-shot run (`init_from`), one such run per mixer is the few-shot supernet.
+    pinned_mixers: tuple[str, ...] = ()
     lr: float = 3e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio at the last step
     warmup_steps: int = 20  # linear warmup from lr / warmup_steps to lr
@@ -113,9 +119,14 @@ class TrainConfig:
         for name in ("distill_weight", "min_lr_ratio", "early_exit_weight", "homogeneous_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for pin in self.pinned_mixers:
+            slot, _, mixer = str(pin).partition(":")
+            if not (slot.isdigit() and mixer):
+                problems.append(f"pinned_mixers: {pin!r} is not SLOT:MIXER (e.g. 0:conv)")
         if problems:
             raise NasError("training config: " + "; ".join(problems))
         object.__setattr__(self, "family", tuple(self.family))  # JSON gives a list
+        object.__setattr__(self, "pinned_mixers", tuple(self.pinned_mixers))
 
     def family_archs(self, space: SearchSpace) -> list[Arch]:
         """The family as archs of `space`; `ArchError` names a member that is not in it."""
@@ -127,6 +138,19 @@ class TrainConfig:
             except ArchError as exc:
                 raise ArchError(f"family arch {i}: {exc}") from None
         return archs
+
+    def pins(self, space: SearchSpace) -> dict[int, str]:
+        """{layer slot: mixer} of `pinned_mixers`; `NasError` names a pin `space` lacks."""
+        pins: dict[int, str] = {}
+        for pin in self.pinned_mixers:
+            slot, _, mixer = pin.partition(":")
+            if int(slot) >= space.max_depth or mixer not in space.mixers or int(slot) in pins:
+                raise NasError(
+                    f"pinned mixer {pin!r}: need a layer slot below {space.max_depth}, pinned "
+                    f"once, and a mixer of {list(space.mixers)}"
+                )
+            pins[int(slot)] = mixer
+        return pins
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -299,6 +323,7 @@ def train(
     say = on_event or (lambda msg: None)
     _check_corpus(space, corpus, config)
     family = config.family_archs(space)  # checked before anything is written
+    pins = config.pins(space)
     ckpt_file = checkpoint_path(run_dir)
     ckpt = None
     if ckpt_file.exists():
@@ -373,15 +398,17 @@ def train(
             lr = lr_at(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            step_largest, step_smallest = largest, smallest
+            top, bottom = mixers_of(largest), mixers_of(smallest)
             if config.sandwich_random_mixers:
-                step_largest = space.largest(random_mixers(space, streams.archs, largest.depth))
-                step_smallest = space.smallest(random_mixers(space, streams.archs, smallest.depth))
+                top = random_mixers(space, streams.archs, largest.depth)
+                bottom = random_mixers(space, streams.archs, smallest.depth)
+            step_largest = space.largest(pinned(top, pins))
+            step_smallest = space.smallest(pinned(bottom, pins))
             students = [step_smallest, *family] + (
-                fair_students(space, streams.archs)
+                fair_students(space, streams.archs, pins)
                 if config.fair
                 else [
-                    sample_student(space, streams.archs, config.homogeneous_share)
+                    sample_student(space, streams.archs, config.homogeneous_share, pins)
                     for _ in range(config.random_archs)
                 ]
             )
@@ -446,12 +473,33 @@ def train(
     )
 
 
-def sample_student(space: SearchSpace, rng: np.random.Generator, homogeneous_share: float) -> Arch:
+def sample_student(
+    space: SearchSpace,
+    rng: np.random.Generator,
+    homogeneous_share: float,
+    pins: dict[int, str] | None = None,
+) -> Arch:
     """A random arch of the sandwich: with probability `homogeneous_share` one mixer
-    throughout, else every choice uniform. With a share of 0 the stream is untouched."""
+    throughout, else every choice uniform. With a share of 0 the stream is untouched.
+    With `pins`, an arch that lacks a pinned mixer is drawn again with it (its other
+    mixers kept), so the stream of an unpinned run is untouched too."""
     if homogeneous_share > 0 and rng.random() < homogeneous_share:
-        return space.sample(rng=rng, mixer=str(rng.choice(space.mixers)))
-    return space.sample(rng=rng)
+        arch = space.sample(rng=rng, mixer=str(rng.choice(space.mixers)))
+    else:
+        arch = space.sample(rng=rng)
+    mixers = mixers_of(arch)
+    if pins and pinned(mixers, pins) != mixers:
+        arch = space.sample(rng=rng, layer_mixers=pinned(mixers, pins))
+    return arch
+
+
+def mixers_of(arch: Arch) -> list[str]:
+    return [layer.mixer for layer in arch.layers]
+
+
+def pinned(mixers: list[str], pins: dict[int, str]) -> list[str]:
+    """`mixers` (one per layer) with the pinned layers' mixers put in."""
+    return [pins.get(i, mixer) for i, mixer in enumerate(mixers)]
 
 
 def random_mixers(space: SearchSpace, rng: np.random.Generator, depth: int) -> list[str]:
@@ -459,13 +507,19 @@ def random_mixers(space: SearchSpace, rng: np.random.Generator, depth: int) -> l
     return [str(m) for m in rng.choice(space.mixers, size=depth)]
 
 
-def fair_students(space: SearchSpace, rng: np.random.Generator) -> list[Arch]:
+def fair_students(
+    space: SearchSpace, rng: np.random.Generator, pins: dict[int, str] | None = None
+) -> list[Arch]:
     """One arch per mixer of `space`, of the deepest exit, whose mixers at each layer are a
-    random permutation of the space's: together they run every mixer at every layer once."""
+    random permutation of the space's: together they run every mixer at every layer once
+    (a pinned layer runs its pinned mixer in all of them)."""
     n, depth = len(space.mixers), space.max_depth
     columns = [rng.permutation(n) for _ in range(depth)]  # columns[layer][arch] -> mixer
     return [
-        space.sample(rng=rng, layer_mixers=[space.mixers[columns[i][j]] for i in range(depth)])
+        space.sample(
+            rng=rng,
+            layer_mixers=pinned([space.mixers[columns[i][j]] for i in range(depth)], pins or {}),
+        )
         for j in range(n)
     ]
 

@@ -32,6 +32,7 @@ _CONFIG_FLAGS = {
     "checkpoint_every": "checkpoint_every",
     "seed": "seed",
     "init_from": "init_from",
+    "pin_mixer": "pinned_mixers",
 }
 
 
@@ -109,6 +110,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="RUN",
         help="start from another run's trained weights (its folder or checkpoint file), e.g. "
         "to specialise a trained supernet to a --family of picked archs",
+    )
+    p.add_argument(
+        "--pin-mixer",
+        action="append",
+        metavar="SLOT:MIXER",
+        help="train only archs with this mixer at this layer slot (0-based; repeatable), "
+        "e.g. 0:conv: one sub-supernet of a few-shot split, best started with --init-from a "
+        "one-shot run",
     )
     p.add_argument(
         "--eval-every",

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from nas.supernet.checkpoint import read_checkpoint
+
 TINY = ["--steps", "6", "--batch-size", "2", "--seq-len", "16", "--eval-batches", "2"]
 TINY += ["--standalone-lrs", "0.003", "--mixed", "3"]
 
@@ -131,6 +133,33 @@ def test_mixed_all_compares_every_arch_of_a_small_space_once(bench_files, bench)
     assert all(isinstance(c, float) for c in summary["mixer_ablation"]["largest"])
 
 
+def test_few_shot_reads_each_arch_from_the_sub_supernet_of_its_first_mixer(bench_files, bench):
+    """--few-shot 0: a one-shot phase, then one sub-supernet per mixer of layer 0 from its
+    weights, each training only archs with that mixer there; every bench arch is read
+    from its own and ranked against the whole-budget runs."""
+    result = bench("--few-shot", "0", "--few-shot-split-at", "4", "--reference-seed", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((bench_files["out"] / "results.json").read_text())
+    few = summary["few_shot"]
+    assert few["layer"] == 0 and few["split_at"] == 4
+    assert set(few["loss"]) == set(summary["inherited"])
+    assert set(few["mixer_ablation"]) == set(summary["inherited"])
+    assert set(few["kendall_tau_reference_seed"]) == {"all", "mixed"}
+    assert few["loss"] != summary["inherited"]  # other weights than the one-shot supernet's
+    runs = bench_files["out"] / "few_shot"
+    for entry in summary["archs"].values():
+        first = entry["arch"]["layers"][0]["mixer"]
+        state = read_checkpoint(runs / f"layer0_{first}").state
+        # Resumed from the one-shot phase for the rest of the budget, slot 0 pinned.
+        assert state["step"] == 2 and state["config"]["init_from"] == str(runs / "one_shot")
+        assert {key for key in state["usage"] if key.startswith("0:")} == {f"0:{first}"}
+    assert "few-shot (layer 0, split at step 4) vs standalone@all" in result.stdout
+
+    again = bench("--few-shot", "0", "--few-shot-split-at", "4", "--reference-seed", "1")
+    assert again.returncode == 0, again.stderr[-2000:]  # every run resumed at its end
+    assert json.loads((bench_files["out"] / "results.json").read_text())["few_shot"] == few
+
+
 def _stat(pid: int) -> list[str] | None:
     """The fields of /proc/PID/stat after the command name (state, ppid, ...); None once
     the process is gone."""
@@ -192,6 +221,9 @@ def _is_python(pid: int) -> bool:
         (["--jobs", "0"], "--jobs must be 1 or more"),
         (["--mixed", "all"], "more than 64; give a count of random archs instead"),
         (["--mixed", "some"], "'some' is not a count or 'all'"),
+        (["--few-shot", "1"], "need a layer every arch has, 0 to 0"),
+        (["--few-shot", "0", "--few-shot-split-at", "6"], "must be 0 to 5"),
+        (["--few-shot", "0", "--no-full-budget"], "drop --no-full-budget"),
     ],
 )
 def test_bad_options_give_one_line_and_exit_2(bench, args, match):

@@ -109,6 +109,34 @@ def test_sandwich_random_mixers_flag_reaches_the_trainer_and_must_agree_on_resum
     _one_error_line(capsys, "sandwich_random_mixers")
 
 
+def test_pin_mixer_trains_one_sub_supernet_from_a_one_shot_run(files, capsys):
+    """A few-shot split by hand: a one-shot run, then a sub-supernet pinned to conv at slot
+    0 from its weights; only conv trains at slot 0, and the pin must agree on resume."""
+    assert _train(files, "--steps", "2") == 0
+    sub = str(files["out"].parent / "conv0")
+    args = ["train", "--space", files["space"], "--data", files["data"], "--out", sub, *SMALL]
+    pinned = [*args, "--steps", "3", "--pin-mixer", "0:conv", "--init-from", str(files["out"])]
+    assert main(pinned) == 0
+    usage = read_checkpoint(sub).state["usage"]
+    assert {key for key in usage if key.startswith("0:")} == {"0:conv"}
+    assert read_manifest(sub)["config"]["pinned_mixers"] == ["0:conv"]
+    capsys.readouterr()
+    resumed = ["train", "--out", sub, "--resume", "--no-progress"]
+    assert main([*resumed, "--pin-mixer", "0:conv"]) == 0
+    capsys.readouterr()
+    assert main([*resumed, "--steps", "4", "--pin-mixer", "0:pool"]) == 2
+    _one_error_line(capsys, "pinned_mixers")
+
+
+@pytest.mark.parametrize(
+    "pin, match", [("conv", "is not SLOT:MIXER"), ("0:mamba", "need a layer slot below 3")]
+)
+def test_a_bad_pin_gives_one_line_and_exit_2(files, capsys, pin, match):
+    assert _train(files, "--steps", "2", "--pin-mixer", pin) == 2
+    _one_error_line(capsys, match)
+    assert not files["out"].exists()
+
+
 def test_ffn_per_mixer_flag_builds_that_layout_and_init_from_must_match(files, capsys):
     assert _train(files, "--steps", "2", "--ffn-per-mixer") == 0
     assert load_supernet(files["out"]).ffn_per_mixer

@@ -13,6 +13,7 @@ import torch
 
 from conftest import make_tiny_space
 from nas import Arch, ArchError, CheckpointError, DataError, DeviceError, LayerArch, Supernet
+from nas.search_space.errors import NasError
 from nas.supernet.batches import eval_batches
 from nas.supernet.checkpoint import load_supernet, read_checkpoint
 from nas.supernet.corpus import load_corpus
@@ -244,6 +245,62 @@ def test_sandwich_random_mixers_train_the_extremes_with_drawn_mixers(tiny_space,
     assert slot0_mixers(fixed, "fixed") == {usage_key(0, m) for m in extremes}
     drawn = replace(fixed, sandwich_random_mixers=True)
     assert len(slot0_mixers(drawn, "drawn")) >= len(tiny_space.mixers) // 2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"fair": True}, {"sandwich_random_mixers": True}, {"homogeneous_share": 1.0}],
+    ids=["default", "fair", "random-extremes", "homogeneous"],
+)
+def test_pinned_mixers_are_the_only_ones_a_pinned_slot_trains(
+    tiny_space, corpus, tmp_path, options
+):
+    """A sub-supernet of a few-shot split: every arch of every sandwich runs conv at slot 1,
+    so slot 1's other mixers never train, while the unpinned slots still see several."""
+    config = TrainConfig(steps=6, pinned_mixers=("1:conv",), **TINY, **options)
+    result = train(tiny_space, corpus, config, tmp_path / "r", progress=False)
+    usage = read_checkpoint(result.checkpoint).state["usage"]
+    assert {key for key in usage if key.startswith("1:")} == {usage_key(1, "conv")}
+    assert len({key for key in usage if key.startswith("0:")}) >= 2
+    # Each step's largest runs the deepest exit, so slot 1 trains at every step.
+    assert usage[usage_key(1, "conv")] == 6
+
+
+def test_sample_student_with_pins_keeps_the_other_mixers_and_the_unpinned_stream(tiny_space):
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        arch = tiny_space.validate(sample_student(tiny_space, rng, 0.5, {0: "ssm"}))
+        assert arch.layers[0].mixer == "ssm"
+    fair = fair_students(tiny_space, rng, {2: "pool"})
+    assert [a.layers[2].mixer for a in fair] == ["pool"] * len(tiny_space.mixers)
+    assert sorted(a.layers[1].mixer for a in fair) == sorted(tiny_space.mixers)
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    assert [sample_student(tiny_space, rng_a, 0.5, {}) for _ in range(20)] == [
+        sample_student(tiny_space, rng_b, 0.5) for _ in range(20)
+    ]
+
+
+@pytest.mark.parametrize(
+    "pins, match",
+    [
+        (("conv",), "is not SLOT:MIXER"),
+        (("x:conv",), "is not SLOT:MIXER"),
+        (("3:conv",), "need a layer slot below 3"),
+        (("0:mamba",), "need a layer slot below 3"),
+        (("0:conv", "0:pool"), "pinned once"),
+    ],
+)
+def test_bad_pins_are_named(tiny_space, corpus, tmp_path, pins, match):
+    with pytest.raises(NasError, match=match):
+        train(tiny_space, corpus, TrainConfig(pinned_mixers=pins, **TINY), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_pinned_config_round_trips(tiny_space):
+    config = TrainConfig(pinned_mixers=["0:conv"])  # as JSON gives it back
+    assert config.pinned_mixers == ("0:conv",)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert config.pins(tiny_space) == {0: "conv"}
 
 
 def _mixed_family(space):
