@@ -460,6 +460,7 @@ def main() -> None:
         f"{'arch':<17} {'params':>7} {'tokens seen':>11} {'inherited':>9} {'standalone':>10} "
         f"{'best lr':>7} {'gap':>7}"
         + (f" {'standalone@all':>14} {'gap':>7}" if args.full_budget else "")
+        + (f" {'few-shot':>8} {'gap@all':>7}" if few_shot else "")
     )
     print(header)
     print("-" * len(header))
@@ -476,6 +477,8 @@ def main() -> None:
         full = results.get((name, config.steps))
         if args.full_budget:
             line += f" {full:>14.3f} {(inh - full) / full:>+7.1%}"
+        if few_shot:
+            line += f" {few_shot[name]:>8.3f} {(few_shot[name] - full) / full:>+7.1%}"
         rows.append((inh, alone, full, params))
         print(line)
     mixed = [name.startswith("mixed") for name in archs]
@@ -754,7 +757,14 @@ def save_plot(path: Path, summary: dict, family: set[str], tau: float) -> None:
     fig, (ax, *heat) = plt.subplots(
         1, 3, figsize=(16, 5.5), gridspec_kw={"width_ratios": [1.4, 1, 1]}
     )
-    lo, hi = min(inh.min(), alone.min()) - 0.05, max(inh.max(), alone.max()) + 0.05
+    few = summary.get("few_shot")
+    few_xy = (
+        np.array([[summary["standalone_all_tokens"][n], few["loss"][n]] for n in names])
+        if few
+        else np.empty((0, 2))
+    )
+    values = np.concatenate([inh, alone, few_xy.ravel()])
+    lo, hi = values.min() - 0.05, values.max() + 0.05
     grid = np.linspace(lo, hi, 2)
     ax.fill_between(grid, grid * 0.97, grid * 1.03, color="tab:green", alpha=0.15, label="±3%")
     ax.plot(grid, grid, color="tab:green", lw=1)
@@ -766,6 +776,15 @@ def save_plot(path: Path, summary: dict, family: set[str], tau: float) -> None:
             fontsize=8,
             xytext=(4, 2),
             textcoords="offset points",
+        )
+    if few:
+        ax.scatter(
+            *few_xy.T,
+            color="tab:orange",
+            marker="^",
+            zorder=3,
+            label=f"few-shot (layer {few['layer']}) vs standalone@all "
+            f"(τ {few['kendall_tau_all_tokens']['all'][0]:.2f})",
         )
     ax.set(
         xlabel="standalone, same tokens (nats/token)",
