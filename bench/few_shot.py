@@ -34,7 +34,9 @@ def train_few_shot(
     device: torch.device,
 ) -> dict[str, Path]:
     """Train (or resume) the one-shot phase and one sub-supernet per mixer of `layer`
-    under `out`; return {mixer: the sub-supernet's run folder}."""
+    under `out`/splitS1 (a split at another step trains other runs); return {mixer:
+    the sub-supernet's run folder}."""
+    out = out / f"split{split_at}"
     start = ""
     if split_at > 0:
         one_shot = out / "one_shot"

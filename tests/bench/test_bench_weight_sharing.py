@@ -146,7 +146,7 @@ def test_few_shot_reads_each_arch_from_the_sub_supernet_of_its_first_mixer(bench
     assert set(few["mixer_ablation"]) == set(summary["inherited"])
     assert set(few["kendall_tau_reference_seed"]) == {"all", "mixed"}
     assert few["loss"] != summary["inherited"]  # other weights than the one-shot supernet's
-    runs = bench_files["out"] / "few_shot"
+    runs = bench_files["out"] / "few_shot" / "split4"
     for entry in summary["archs"].values():
         first = entry["arch"]["layers"][0]["mixer"]
         state = read_checkpoint(runs / f"layer0_{first}").state
