@@ -233,11 +233,21 @@ def evaluate(
     return out
 
 
-def reference_archs(space: SearchSpace, n: int) -> dict[str, Arch]:
-    """The fixed archs validated during training: largest, smallest, and `n` sampled ones."""
-    refs = {"largest": space.largest(), "smallest": space.smallest()}
+def reference_archs(
+    space: SearchSpace, n: int, pins: dict[int, str] | None = None
+) -> dict[str, Arch]:
+    """The fixed archs validated during training: largest, smallest, and `n` sampled ones.
+
+    With `pins`, each has the pinned mixers: a sub-supernet of a few-shot split is only
+    trained, and so only validated, on archs with them."""
+    pins = pins or {}
+    refs = {
+        "largest": space.largest(pinned(mixers_of(space.largest()), pins)),
+        "smallest": space.smallest(pinned(mixers_of(space.smallest()), pins)),
+    }
+    rng = np.random.default_rng([REFERENCE_SEED, 1])
     for i, arch in enumerate(space.sample_many(n, seed=REFERENCE_SEED)):
-        refs[f"ref{i}"] = arch
+        refs[f"ref{i}"] = with_pins(space, arch, pins, rng)
     return refs
 
 
@@ -351,7 +361,7 @@ def train(
             corpus.train, config.batch_size, config.seq_len, np.random.default_rng([config.seed, 2])
         ),
     )
-    refs = reference_archs(space, config.reference_archs)
+    refs = reference_archs(space, config.reference_archs, pins)
     refs.update({f"family{i}": arch for i, arch in enumerate(family)})  # validated too
     val_batches = eval_batches(corpus.val, config.batch_size, config.seq_len, config.eval_batches)
     metrics = MetricsLog(run_dir / METRICS_FILE)
@@ -487,10 +497,18 @@ def sample_student(
         arch = space.sample(rng=rng, mixer=str(rng.choice(space.mixers)))
     else:
         arch = space.sample(rng=rng)
+    return with_pins(space, arch, pins or {}, rng)
+
+
+def with_pins(
+    space: SearchSpace, arch: Arch, pins: dict[int, str], rng: np.random.Generator
+) -> Arch:
+    """`arch`, or if it lacks a pinned mixer, an arch drawn from `rng` with its mixers and
+    the pinned ones (`rng` is untouched when nothing is pinned)."""
     mixers = mixers_of(arch)
-    if pins and pinned(mixers, pins) != mixers:
-        arch = space.sample(rng=rng, layer_mixers=pinned(mixers, pins))
-    return arch
+    if pinned(mixers, pins) == mixers:
+        return arch
+    return space.sample(rng=rng, layer_mixers=pinned(mixers, pins))
 
 
 def mixers_of(arch: Arch) -> list[str]:

@@ -264,6 +264,10 @@ def test_pinned_mixers_are_the_only_ones_a_pinned_slot_trains(
     assert len({key for key in usage if key.startswith("0:")}) >= 2
     # Each step's largest runs the deepest exit, so slot 1 trains at every step.
     assert usage[usage_key(1, "conv")] == 6
+    # It validates only archs it trains: its reference archs have the pin too.
+    refs = [Arch.from_dict(a) for a in read_manifest(tmp_path / "r")["reference_archs"].values()]
+    assert all(a.layers[1].mixer == "conv" for a in refs if a.depth > 1)
+    assert sum(a.depth > 1 for a in refs) >= 2
 
 
 def test_sample_student_with_pins_keeps_the_other_mixers_and_the_unpinned_stream(tiny_space):
