@@ -188,6 +188,15 @@ def _steps_list(text: str) -> tuple[int, ...]:
     return tuple(steps)
 
 
+def _layer_list(text: str) -> tuple[int, ...]:
+    """'1,2' -> (1, 2): distinct layer indices, ascending."""
+    try:
+        layers = tuple(sorted({int(part) for part in text.split(",")}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of layer indices") from None
+    return layers
+
+
 def _name_list(text: str) -> tuple[str, ...]:
     """'mixed0,mixed1' -> ('mixed0', 'mixed1'); main checks them against `bench_archs`."""
     return tuple(n.strip() for n in text.split(",") if n.strip())
@@ -285,11 +294,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--few-shot",
-        type=int,
-        metavar="LAYER",
-        help="also split the supernet on this layer's mixer (few-shot NAS, bench/few_shot.py): "
-        "a one-shot phase, then one sub-supernet per mixer of the layer from its weights; "
-        "rank the archs with the sub-supernet of their own mixer",
+        type=_layer_list,
+        metavar="LAYERS",
+        help="also split the supernet on these layers' mixers (e.g. 1 or 1,2; few-shot NAS, "
+        "bench/few_shot.py): a one-shot phase, then one sub-supernet per combination of "
+        "their mixers from its weights; rank each arch with the sub-supernet of its own",
     )
     parser.add_argument(
         "--few-shot-split-at",
@@ -323,10 +332,10 @@ def main() -> None:
         parser.error(f"--reference-seed must differ from --seed ({args.seed})")
     split_at = args.steps // 2 if args.few_shot_split_at is None else args.few_shot_split_at
     if args.few_shot is not None:
-        if not 0 <= args.few_shot < space.exits[0]:
+        if not all(0 <= layer < space.exits[0] for layer in args.few_shot):
             parser.error(
-                f"--few-shot {args.few_shot}: need a layer every arch has, 0 to "
-                f"{space.exits[0] - 1} (the space's shallowest exit is {space.exits[0]})"
+                f"--few-shot {','.join(map(str, args.few_shot))}: need layers every arch has, "
+                f"0 to {space.exits[0] - 1} (the space's shallowest exit is {space.exits[0]})"
             )
         if not 0 <= split_at < args.steps:
             parser.error(f"--few-shot-split-at must be 0 to {args.steps - 1} (--steps - 1)")
@@ -408,9 +417,13 @@ def main() -> None:
         runs = train_few_shot(
             space, corpus, config, args.few_shot, split_at, out / "few_shot", device
         )
-        for mixer, run in runs.items():
+        for mixers, run in runs.items():  # mixers: one per split layer
             sub = load_supernet(run).to(device)
-            members = {n: a for n, a in archs.items() if a.layers[args.few_shot].mixer == mixer}
+            members = {
+                n: a
+                for n, a in archs.items()
+                if tuple(a.layers[i].mixer for i in args.few_shot) == mixers
+            }
             few_shot.update(evaluate(sub, members, val_batches, device))
             few_shot_ablation.update(
                 mixer_ablation(sub, space, members, val_batches, few_shot, device)
@@ -599,12 +612,13 @@ def report_few_shot(
 ) -> dict:
     """Print tau and gaps of the few-shot losses against the whole-budget standalone
     losses (and the second seed's); return them for results.json."""
-    what = f"few-shot (layer {args.few_shot}, split at step {split_at})"
+    layers = ("layers " if len(args.few_shot) > 1 else "layer ") + ",".join(map(str, args.few_shot))
+    what = f"few-shot ({layers}, split at step {split_at})"
     values = [losses[n] for n in archs]
     alone = versus(values, [r[2] for r in rows], rows)
     label = f"standalone@all ({tokens:,} tokens each)"
     detail = {
-        "layer": args.few_shot,
+        "layers": list(args.few_shot),
         "split_at": split_at,
         "loss": losses,
         "kendall_tau_all_tokens": report_tau(label, alone, 1, mixed, what=what),
@@ -783,7 +797,7 @@ def save_plot(path: Path, summary: dict, family: set[str], tau: float) -> None:
             color="tab:orange",
             marker="^",
             zorder=3,
-            label=f"few-shot (layer {few['layer']}) vs standalone@all "
+            label=f"few-shot (layers {few['layers']}) vs standalone@all "
             f"(τ {few['kendall_tau_all_tokens']['all'][0]:.2f})",
         )
     ax.set(

@@ -141,7 +141,7 @@ def test_few_shot_reads_each_arch_from_the_sub_supernet_of_its_first_mixer(bench
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((bench_files["out"] / "results.json").read_text())
     few = summary["few_shot"]
-    assert few["layer"] == 0 and few["split_at"] == 4
+    assert few["layers"] == [0] and few["split_at"] == 4
     assert set(few["loss"]) == set(summary["inherited"])
     assert set(few["mixer_ablation"]) == set(summary["inherited"])
     assert set(few["kendall_tau_reference_seed"]) == {"all", "mixed"}
@@ -158,6 +158,30 @@ def test_few_shot_reads_each_arch_from_the_sub_supernet_of_its_first_mixer(bench
     again = bench("--few-shot", "0", "--few-shot-split-at", "4", "--reference-seed", "1")
     assert again.returncode == 0, again.stderr[-2000:]  # every run resumed at its end
     assert json.loads((bench_files["out"] / "results.json").read_text())["few_shot"] == few
+
+
+def test_few_shot_on_two_layers_trains_one_sub_supernet_per_combination(bench_files, bench):
+    """Two layers of two mixers each: four sub-supernets, each training the one arch with
+    its two mixers, which is read from it."""
+    space = bench_files["out"].parent / "two_mixers.yaml"
+    space.write_text(
+        "vocab_size: 256\nmax_seq_len: 16\nhead_dim: 8\nd_model: [16]\nheads: [2]\n"
+        "ffn: [32]\nmixers: [attention, conv]\nwindows: [8]\nexits: [2]\n"
+    )
+    bench_files["space"] = str(space)
+    result = bench("--mixed", "all", "--few-shot", "1,0", "--few-shot-split-at", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((bench_files["out"] / "results.json").read_text())
+    assert summary["few_shot"]["layers"] == [0, 1]
+    runs = sorted((bench_files["out"] / "few_shot" / "split0").iterdir())
+    assert [r.name for r in runs] == [
+        f"layer0_{a}-layer1_{b}" for a in ("attention", "conv") for b in ("attention", "conv")
+    ]
+    for run in runs:
+        state = read_checkpoint(run).state
+        assert state["config"]["init_from"] == ""  # split at step 0: from scratch
+        assert sorted(state["usage"]) == sorted(state["config"]["pinned_mixers"])
+    assert "few-shot (layers 0,1, split at step 0)" in result.stdout
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -221,7 +245,8 @@ def _is_python(pid: int) -> bool:
         (["--jobs", "0"], "--jobs must be 1 or more"),
         (["--mixed", "all"], "more than 64; give a count of random archs instead"),
         (["--mixed", "some"], "'some' is not a count or 'all'"),
-        (["--few-shot", "1"], "need a layer every arch has, 0 to 0"),
+        (["--few-shot", "0,1"], "need layers every arch has, 0 to 0"),
+        (["--few-shot", "x"], "'x' is not a list of layer indices"),
         (["--few-shot", "0", "--few-shot-split-at", "6"], "must be 0 to 5"),
         (["--few-shot", "0", "--no-full-budget"], "drop --no-full-budget"),
     ],
