@@ -190,6 +190,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         # Canonical JSON, so that the same archs given again on --resume compare equal.
         family = tuple(a.to_json() for a in load_archs(args.family, space))
         config = replace(config, family=family)
+    config.pins(space)  # a bad --pin-mixer fails before the corpus loads
     corpus = load_corpus(data, dtype=dtype, progress=not args.no_progress)
     tokens = corpus.info["tokens"]
     print(

@@ -133,7 +133,9 @@ def test_pin_mixer_trains_one_sub_supernet_from_a_one_shot_run(files, capsys):
 )
 def test_a_bad_pin_gives_one_line_and_exit_2(files, capsys, pin, match):
     assert _train(files, "--steps", "2", "--pin-mixer", pin) == 2
-    _one_error_line(capsys, match)
+    out, err = capsys.readouterr()
+    assert "data:" not in out  # refused before the corpus loads
+    assert err.startswith("nas: error:") and err.count("\n") == 1 and match in err, err
     assert not files["out"].exists()
 
 
