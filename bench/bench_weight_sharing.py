@@ -31,7 +31,7 @@
    many steps and print tau of those losses against the same references (a cheap
    ranking aid a search could use); and, as its control, the same short training from
    the standalone runs' initialisation ("from scratch").
-8. With --few-shot LAYER: split the supernet on that layer's mixer (few-shot NAS,
+8. With --few-shot LAYERS: split the supernet on those layers' mixers (few-shot NAS,
    bench/few_shot.py) and print tau and gaps of the archs read from their own
    sub-supernet against the whole-budget references, and its mixer ablation.
 9. With --reference-seed S: train every arch alone on the whole budget again with seed S
@@ -48,7 +48,7 @@ Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--se
        [--distill-weight W] [--homogeneous-share S] [--standalone-lrs 0.001,0.003,0.006]
        [--no-full-budget] [--family mixed0,mixed1] [--mixed 2|all]
        [--finetune-steps 25,50] [--finetune-lr 0.001] [--fair] [--ffn-per-mixer]
-       [--sandwich-random-mixers] [--few-shot LAYER] [--few-shot-split-at STEPS]
+       [--sandwich-random-mixers] [--few-shot 1[,2]] [--few-shot-split-at STEPS]
        [--reference-seed 1] [--device cpu|cuda|auto] [--jobs 1]
 The README's figures: --space bench/spaces/weight_sharing.yaml --steps 6000
 --batch-size 16 --seq-len 64 --distill-weight 0 --no-full-budget (about 60 min on 2 cores:

@@ -241,10 +241,8 @@ def reference_archs(
     With `pins`, each has the pinned mixers: a sub-supernet of a few-shot split is only
     trained, and so only validated, on archs with them."""
     pins = pins or {}
-    refs = {
-        "largest": space.largest(pinned(mixers_of(space.largest()), pins)),
-        "smallest": space.smallest(pinned(mixers_of(space.smallest()), pins)),
-    }
+    largest, smallest = pinned_extremes(space, pins)
+    refs = {"largest": largest, "smallest": smallest}
     rng = np.random.default_rng([REFERENCE_SEED, 1])
     for i, arch in enumerate(space.sample_many(n, seed=REFERENCE_SEED)):
         refs[f"ref{i}"] = with_pins(space, arch, pins, rng)
@@ -397,7 +395,7 @@ def train(
         }
         save_checkpoint(ckpt_file, net, optimizer, state)
 
-    largest, smallest = space.largest(), space.smallest()
+    largest, smallest = pinned_extremes(space, pins)
     tokens_per_step = config.batch_size * config.seq_len
     last = config.steps if stop_after is None else min(config.steps, stop_after)
     val: dict[str, float] = {}
@@ -408,12 +406,12 @@ def train(
             lr = lr_at(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            top, bottom = mixers_of(largest), mixers_of(smallest)
+            step_largest, step_smallest = largest, smallest
             if config.sandwich_random_mixers:
                 top = random_mixers(space, streams.archs, largest.depth)
                 bottom = random_mixers(space, streams.archs, smallest.depth)
-            step_largest = space.largest(pinned(top, pins))
-            step_smallest = space.smallest(pinned(bottom, pins))
+                step_largest = space.largest(pinned(top, pins))
+                step_smallest = space.smallest(pinned(bottom, pins))
             students = [step_smallest, *family] + (
                 fair_students(space, streams.archs, pins)
                 if config.fair
@@ -509,6 +507,17 @@ def with_pins(
     if pinned(mixers, pins) == mixers:
         return arch
     return space.sample(rng=rng, layer_mixers=pinned(mixers, pins))
+
+
+def pinned_extremes(space: SearchSpace, pins: dict[int, str]) -> tuple[Arch, Arch]:
+    """The space's largest and smallest archs, with the pinned mixers put in."""
+    largest, smallest = space.largest(), space.smallest()
+    if not pins:
+        return largest, smallest
+    return (
+        space.largest(pinned(mixers_of(largest), pins)),
+        space.smallest(pinned(mixers_of(smallest), pins)),
+    )
 
 
 def mixers_of(arch: Arch) -> list[str]:
