@@ -49,7 +49,8 @@ Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--se
        [--no-full-budget] [--family mixed0,mixed1] [--mixed 2|all]
        [--finetune-steps 25,50] [--finetune-lr 0.001] [--fair] [--ffn-per-mixer]
        [--sandwich-random-mixers] [--few-shot 1[,2]] [--few-shot-split-at STEPS]
-       [--reference-seed 1] [--device cpu|cuda|auto] [--jobs 1]
+       [--few-shot-branch | --few-shot-lr LR] [--reference-seed 1]
+       [--device cpu|cuda|auto] [--jobs 1]
 The README's figures: --space bench/spaces/weight_sharing.yaml --steps 6000
 --batch-size 16 --seq-len 64 --distill-weight 0 --no-full-budget (about 60 min on 2 cores:
 15 for the supernet, 45 for 30 standalone runs).
@@ -309,6 +310,18 @@ def main() -> None:
         "the sub-supernets from scratch",
     )
     parser.add_argument(
+        "--few-shot-branch",
+        action="store_true",
+        help="the sub-supernets branch the one-shot phase (its optimizer state, warmup and "
+        "cosine continue from the split) instead of starting a schedule of their own",
+    )
+    parser.add_argument(
+        "--few-shot-lr",
+        type=float,
+        metavar="LR",
+        help="peak lr of the sub-supernets (default: --lr); they start a schedule of their own",
+    )
+    parser.add_argument(
         "--standalone-dir", help="where standalone results are kept (default: OUT/standalone)"
     )
     args = parser.parse_args()
@@ -341,6 +354,10 @@ def main() -> None:
             parser.error(f"--few-shot-split-at must be 0 to {args.steps - 1} (--steps - 1)")
         if not args.full_budget:
             parser.error("--few-shot is compared with the whole-budget runs; drop --no-full-budget")
+        if args.few_shot_branch and args.few_shot_lr is not None:
+            parser.error("--few-shot-branch keeps the one-shot schedule; drop --few-shot-lr")
+        if args.few_shot_lr is not None and not args.few_shot_lr > 0:
+            parser.error(f"--few-shot-lr must be > 0, got {args.few_shot_lr}")
     archs = bench_archs(space, args.mixed)
     unknown = [n for n in args.family if n not in archs]
     if unknown:
@@ -415,7 +432,15 @@ def main() -> None:
     few_shot, few_shot_ablation = {}, {}
     if args.few_shot is not None:
         runs = train_few_shot(
-            space, corpus, config, args.few_shot, split_at, out / "few_shot", device
+            space,
+            corpus,
+            config,
+            args.few_shot,
+            split_at,
+            out / "few_shot",
+            device,
+            branch=args.few_shot_branch,
+            lr=args.few_shot_lr,
         )
         for mixers, run in runs.items():  # mixers: one per split layer
             sub = load_supernet(run).to(device)
@@ -613,13 +638,17 @@ def report_few_shot(
     """Print tau and gaps of the few-shot losses against the whole-budget standalone
     losses (and the second seed's); return them for results.json."""
     layers = ("layers " if len(args.few_shot) > 1 else "layer ") + ",".join(map(str, args.few_shot))
-    what = f"few-shot ({layers}, split at step {split_at})"
+    branched = ", branched" if args.few_shot_branch and split_at else ""
+    lr = f", lr {args.few_shot_lr:g}" if args.few_shot_lr is not None else ""
+    what = f"few-shot ({layers}, split at step {split_at}{branched}{lr})"
     values = [losses[n] for n in archs]
     alone = versus(values, [r[2] for r in rows], rows)
     label = f"standalone@all ({tokens:,} tokens each)"
     detail = {
         "layers": list(args.few_shot),
         "split_at": split_at,
+        "branched": bool(args.few_shot_branch and split_at),
+        "lr": args.few_shot_lr,
         "loss": losses,
         "kendall_tau_all_tokens": report_tau(label, alone, 1, mixed, what=what),
         "max_abs_gap_all_tokens": report_gaps(label, alone, 1, what=what),

@@ -20,7 +20,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from nas.search_space.errors import ArchError, CheckpointError, DataError, NasEr
 
 from .atomic import atomic_write_json, atomic_write_text
 from .batches import BatchSampler, check_length, eval_batches
-from .checkpoint import checkpoint_path, read_checkpoint, restore, save_checkpoint
+from .checkpoint import Checkpoint, checkpoint_path, read_checkpoint, restore, save_checkpoint
 from .corpus import Corpus
 from .device import autocast, resolve_device
 from .sandwich import cross_entropy, sandwich_step
@@ -85,6 +85,11 @@ class TrainConfig:
     # a fresh initialisation; the optimizer and schedule start afresh. With a family, this
     # specialises a trained supernet to the archs a search picked, without retraining it.
     init_from: str = ""
+    # Branch another run (its run folder or checkpoint), stopped before its last step: start
+    # from its weights, optimizer state, step and random streams, and follow its schedule to
+    # the end, with the same settings but more `pinned_mixers`. Few-shot sub-supernets
+    # branched so continue the one-shot warmup and cosine instead of restarting them.
+    branch_from: str = ""
     # Few-shot NAS (Zhao et al. 2021): layers pinned to one mixer each, as "SLOT:MIXER"
     # ("0:conv" pins the first layer to conv). Every arch the sandwich trains has those
     # mixers there, so the run is one sub-supernet of a split of the space on those
@@ -123,6 +128,8 @@ class TrainConfig:
             slot, _, mixer = str(pin).partition(":")
             if not (slot.isdigit() and mixer):
                 problems.append(f"pinned_mixers: {pin!r} is not SLOT:MIXER (e.g. 0:conv)")
+        if self.init_from and self.branch_from:
+            problems.append("init_from and branch_from exclude each other")
         if problems:
             raise NasError("training config: " + "; ".join(problems))
         object.__setattr__(self, "family", tuple(self.family))  # JSON gives a list
@@ -370,6 +377,13 @@ def train(
         restore(source, net)
         # Continue the source's streams, so that the new run draws batches it has not seen.
         streams.set_state(source.state)
+    if ckpt is None and config.branch_from:
+        source = read_checkpoint(config.branch_from, space)
+        _check_branch(source, config, corpus)
+        restore(source, net, optimizer)
+        streams.set_state(source.state)
+        usage.update(source.state.get("usage", {}))
+        step = source.step
     if ckpt is not None:
         restore(ckpt, net, optimizer)
         streams.set_state(ckpt.state)
@@ -600,6 +614,30 @@ def _check_finite(losses: dict[str, float], step: int) -> None:
     bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
     if bad:
         raise FloatingPointError(f"non-finite loss at step {step}: {bad}; lower the lr")
+
+
+def _check_branch(source: Checkpoint, config: TrainConfig, corpus: Corpus) -> None:
+    """Raise `CheckpointError` unless `config` may branch `source`: its settings but for
+    more pins, on the same data, with steps left to run."""
+    saved = TrainConfig.from_dict(source.state.get("config", {}))
+    own = replace(saved, pinned_mixers=config.pinned_mixers, branch_from=config.branch_from)
+    problem = ""
+    if own != config:
+        problem = _config_diff(
+            saved, replace(config, pinned_mixers=saved.pinned_mixers, branch_from=saved.branch_from)
+        )
+        problem = problem.replace("a resumed run keeps", "a branch keeps", 1)
+    elif not set(saved.pinned_mixers) <= set(config.pinned_mixers):
+        problem = f"a branch keeps the pins {list(saved.pinned_mixers)} of its source"
+    elif source.step >= config.steps:
+        problem = (
+            f"it is at step {source.step} of {config.steps}, nothing left to branch; train the "
+            f"source with fewer steps done (stop it early) or branch with --init-from"
+        )
+    elif source.state.get("data", {}).get("key") != corpus.key:
+        problem = f"was trained on other data than {corpus.info['source']}"
+    if problem:
+        raise CheckpointError(f"{source.path}: {problem}")
 
 
 def _config_diff(saved: TrainConfig, given: TrainConfig) -> str:

@@ -7,6 +7,7 @@ import time
 from dataclasses import fields, replace
 from pathlib import Path
 
+from nas.search_space import SearchSpace
 from nas.search_space.errors import CheckpointError, NasError
 from nas.supernet.checkpoint import checkpoint_path, read_checkpoint
 from nas.supernet.corpus import load_corpus
@@ -112,6 +113,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "to specialise a trained supernet to a --family of picked archs",
     )
     p.add_argument(
+        "--branch-from",
+        metavar="RUN",
+        help="continue another run, stopped early with --stop-at, as a new run with more "
+        "--pin-mixer: its weights, optimizer, schedule and settings carry on (a few-shot "
+        "sub-supernet that keeps the one-shot run's warmup and cosine)",
+    )
+    p.add_argument(
+        "--stop-at",
+        type=int,
+        metavar="STEP",
+        help="stop after this step of the run's --steps (the schedule stays that of --steps); "
+        "--resume continues it, --branch-from branches it",
+    )
+    p.add_argument(
         "--pin-mixer",
         action="append",
         metavar="SLOT:MIXER",
@@ -158,31 +173,21 @@ def cmd_train(args: argparse.Namespace) -> int:
             "--fair trains one arch per mixer in place of the random archs; "
             "drop --random-archs / --homogeneous-share, or drop --fair"
         )
+    if args.stop_at is not None and args.stop_at < 1:
+        raise NasError(f"--stop-at must be a step >= 1, got {args.stop_at}")
+    if args.branch_from and args.init_from:
+        raise NasError("--branch-from continues a run, --init-from starts anew; give one")
     data, dtype = args.data, args.tokens_dtype
     ckpt_file = checkpoint_path(out)
     if args.resume and ckpt_file.exists():
         # A resumed run keeps its space, data and settings; flags given must agree with them.
-        ckpt = read_checkpoint(ckpt_file)
-        space = ckpt.space
-        if args.space and load_space(args).fingerprint != space.fingerprint:
-            raise CheckpointError(
-                f"{ckpt_file}: trained for another search space than {args.space} "
-                f"(fingerprint {space.fingerprint})"
-            )
-        known = {f.name for f in fields(TrainConfig)}
-        config = replace(
-            TrainConfig.from_dict(ckpt.state.get("config", {})),
-            **{k: v for k, v in given.items() if k in known},
-        )
-        stored = ckpt.state.get("data", {})
-        if (
-            data is None
-            and stored.get("kind") is not None
-            and stored.get("source") != "python-stdlib"
-        ):
-            data = stored["source"]
-            if stored.get("kind") == "tokens" and dtype is None and not str(data).endswith(".npy"):
-                dtype = stored.get("dtype")
+        space, config, data, dtype = _settings_of(ckpt_file, args, given)
+    elif args.branch_from:
+        # A branch keeps its source's space, data and settings, and adds pins.
+        new_pins = tuple(given.pop("pinned_mixers", ()))
+        space, config, data, dtype = _settings_of(args.branch_from, args, given)
+        pins = tuple(dict.fromkeys(config.pinned_mixers + new_pins))
+        config = replace(config, branch_from=args.branch_from, pinned_mixers=pins)
     else:
         space = load_space(args)
         config = TrainConfig(**given)
@@ -200,6 +205,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(
         f"space: {space.name} (fingerprint {space.fingerprint}); device: {device}; "
         f"{config.steps} steps x {config.batch_size} x {config.seq_len} tokens"
+        + (f", stopping after step {args.stop_at}" if args.stop_at else "")
     )
     started = time.perf_counter()
     result = train(
@@ -210,6 +216,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         device=device,
         progress=not args.no_progress,
+        stop_after=args.stop_at,
         on_event=print,
     )
     minutes = (time.perf_counter() - started) / 60
@@ -221,6 +228,32 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{_ln(space.vocab_size):.3f}); {minutes:.1f} min"
         )
     return 0
+
+
+def _settings_of(
+    run: str | Path, args: argparse.Namespace, given: dict
+) -> tuple[SearchSpace, TrainConfig, str | None, str | None]:
+    """The space, settings (with the flags `given` put in) and data (path, dtype) of the
+    run whose checkpoint is `run`; `CheckpointError` when --space names another space."""
+    ckpt = read_checkpoint(run)
+    space = ckpt.space
+    if args.space and load_space(args).fingerprint != space.fingerprint:
+        raise CheckpointError(
+            f"{ckpt.path}: trained for another search space than {args.space} "
+            f"(fingerprint {space.fingerprint})"
+        )
+    known = {f.name for f in fields(TrainConfig)}
+    config = replace(
+        TrainConfig.from_dict(ckpt.state.get("config", {})),
+        **{k: v for k, v in given.items() if k in known},
+    )
+    data, dtype = args.data, args.tokens_dtype
+    stored = ckpt.state.get("data", {})
+    if data is None and stored.get("kind") is not None and stored.get("source") != "python-stdlib":
+        data = stored["source"]
+        if stored.get("kind") == "tokens" and dtype is None and not str(data).endswith(".npy"):
+            dtype = stored.get("dtype")
+    return space, config, data, dtype
 
 
 def _ln(x: int) -> float:

@@ -160,6 +160,31 @@ def test_few_shot_reads_each_arch_from_the_sub_supernet_of_its_first_mixer(bench
     assert json.loads((bench_files["out"] / "results.json").read_text())["few_shot"] == few
 
 
+def test_few_shot_branch_continues_the_one_shot_schedule_and_lr_restarts_it(bench_files, bench):
+    """--few-shot-branch: the one-shot phase is the first steps of a --steps run, and each
+    sub-supernet branches it and ends at --steps; --few-shot-lr: sub-supernets of their own
+    schedule at that peak lr, kept apart from the default lr's runs."""
+    result = bench("--few-shot", "0", "--few-shot-split-at", "4", "--few-shot-branch")
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = bench_files["out"] / "few_shot" / "split4-branched"
+    one_shot = read_checkpoint(runs / "one_shot").state
+    assert one_shot["step"] == 4 and one_shot["config"]["steps"] == 6
+    for mixer in ("attention", "conv"):
+        state = read_checkpoint(runs / f"layer0_{mixer}").state
+        assert state["step"] == 6 and state["config"]["branch_from"] == str(runs / "one_shot")
+        # The one-shot phase's usage counts carry on: slot 0 ran the pinned mixer after it.
+        assert state["usage"][f"0:{mixer}"] - one_shot["usage"].get(f"0:{mixer}", 0) == 2
+    summary = json.loads((bench_files["out"] / "results.json").read_text())
+    assert summary["few_shot"]["branched"] is True
+    assert "few-shot (layer 0, split at step 4, branched)" in result.stdout
+
+    result = bench("--few-shot", "0", "--few-shot-split-at", "4", "--few-shot-lr", "0.006")
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = read_checkpoint(bench_files["out"] / "few_shot" / "split4" / "layer0_conv-lr0.006")
+    assert state.state["config"]["lr"] == 0.006 and state.step == 2
+    assert "few-shot (layer 0, split at step 4, lr 0.006)" in result.stdout
+
+
 def test_few_shot_on_two_layers_trains_one_sub_supernet_per_combination(bench_files, bench):
     """Two layers of two mixers each: four sub-supernets, each training the one arch with
     its two mixers, which is read from it."""
@@ -249,6 +274,8 @@ def _is_python(pid: int) -> bool:
         (["--few-shot", "x"], "'x' is not a list of layer indices"),
         (["--few-shot", "0", "--few-shot-split-at", "6"], "must be 0 to 5"),
         (["--few-shot", "0", "--no-full-budget"], "drop --no-full-budget"),
+        (["--few-shot", "0", "--few-shot-branch", "--few-shot-lr", "0.01"], "drop --few-shot-lr"),
+        (["--few-shot", "0", "--few-shot-lr", "0"], "--few-shot-lr must be > 0"),
     ],
 )
 def test_bad_options_give_one_line_and_exit_2(bench, args, match):

@@ -17,7 +17,7 @@ import yaml
 from conftest import make_tiny_space
 from nas.cli import main
 from nas.supernet.checkpoint import load_supernet, read_checkpoint
-from nas.supernet.training import read_manifest
+from nas.supernet.training import TrainConfig, lr_at, read_manifest
 
 SMALL = ["--batch-size", "2", "--seq-len", "16", "--no-progress"]
 
@@ -126,6 +126,46 @@ def test_pin_mixer_trains_one_sub_supernet_from_a_one_shot_run(files, capsys):
     capsys.readouterr()
     assert main([*resumed, "--steps", "4", "--pin-mixer", "0:pool"]) == 2
     _one_error_line(capsys, "pinned_mixers")
+
+
+def test_stop_at_then_branch_from_splits_one_run_into_sub_supernets(files, capsys):
+    """A few-shot split that keeps one schedule: a run of 6 steps stopped after 3, then a
+    branch pinned to conv at slot 0 that runs steps 4-6 of the same cosine; branched with
+    no pin, it is the run itself resumed."""
+    assert _train(files, "--steps", "6", "--stop-at", "3") == 0
+    assert "stopping after step 3" in capsys.readouterr().out
+    assert read_manifest(files["out"])["status"] == "stopped"
+    base = ["train", "--data", files["data"], "--no-progress"]
+    sub = str(files["out"].parent / "conv0")
+    assert (
+        main([*base, "--out", sub, "--branch-from", str(files["out"]), "--pin-mixer", "0:conv"])
+        == 0
+    )
+    manifest = read_manifest(sub)
+    assert manifest["status"] == "complete" and manifest["step"] == 6
+    assert manifest["config"]["pinned_mixers"] == ["0:conv"]
+    assert manifest["config"]["batch_size"] == 2  # the source's settings
+    lrs = [r["lr"] for r in _records(sub) if r["kind"] == "train"]
+    config = TrainConfig.from_dict(manifest["config"])
+    assert lrs == [lr_at(step, config) for step in (3, 4, 5)]  # the source's schedule goes on
+    same = str(files["out"].parent / "same")
+    assert main([*base, "--out", same, "--branch-from", str(files["out"])]) == 0
+    assert main([*base, "--out", str(files["out"]), "--resume"]) == 0
+    a, b = read_checkpoint(same), read_checkpoint(files["out"])
+    assert all(torch.equal(a.model[k], b.model[k]) for k in a.model)
+    capsys.readouterr()
+    # A finished run has no schedule left to branch; a branch takes its source's settings.
+    again = [*base, "--out", str(files["out"].parent / "x"), "--branch-from", str(files["out"])]
+    assert main(again) == 2
+    _one_error_line(capsys, "nothing left to branch")
+    assert main([*again[:-2], "--branch-from", sub, "--init-from", sub]) == 2
+    _one_error_line(capsys, "give one")
+    assert main([*again, "--stop-at", "0"]) == 2
+    _one_error_line(capsys, "--stop-at must be a step >= 1")
+
+
+def _records(run: str) -> list[dict]:
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize(

@@ -380,3 +380,58 @@ def test_init_from_starts_at_another_runs_weights(tiny_space, corpus, tmp_path):
     with pytest.raises(CheckpointError, match="another search space"):
         train(other, corpus, bad, tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_branch_continues_its_source_as_one_run(tiny_space, corpus, tmp_path):
+    """Branched at step 3 of 8 with nothing changed, a run is the uninterrupted run; with a
+    pin, it continues the source's schedule (no second warmup) and trains only the pin."""
+    config = TrainConfig(steps=8, checkpoint_every=3, eval_every=4, **TINY)
+    train(tiny_space, corpus, config, tmp_path / "whole", progress=False)
+    train(tiny_space, corpus, config, tmp_path / "src", progress=False, stop_after=3)
+
+    same = replace(config, branch_from=str(tmp_path / "src"))
+    train(tiny_space, corpus, same, tmp_path / "same", progress=False)
+    whole_curve, whole_evals = _losses(tmp_path / "whole")
+    assert _losses(tmp_path / "same") == (whole_curve[3:], whole_evals)
+    a, b = read_checkpoint(tmp_path / "whole"), read_checkpoint(tmp_path / "same")
+    assert all(torch.equal(a.model[k], b.model[k]) for k in a.model)
+
+    pinned_cfg = replace(same, pinned_mixers=("1:conv",))
+    train(tiny_space, corpus, pinned_cfg, tmp_path / "pinned", progress=False)
+    curve = _losses(tmp_path / "pinned")[0]
+    assert [step for step, *_ in curve] == list(range(4, 9))
+    assert [lr for *_, lr in curve] == [lr_at(s, config) for s in range(3, 8)]
+    source_usage = read_checkpoint(tmp_path / "src").state["usage"]
+    usage = read_checkpoint(tmp_path / "pinned").state["usage"]
+    # Slot 1 trained only conv after the branch, at every step (the largest runs slot 1).
+    for key in usage:
+        if key.startswith("1:"):
+            grown = usage[key] - source_usage.get(key, 0)
+            assert grown == (5 if key == usage_key(1, "conv") else 0), key
+    # The branch resumes as any run does, and keeps its settings.
+    train(tiny_space, corpus, pinned_cfg, tmp_path / "pinned", resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="pinned_mixers"):
+        train(tiny_space, corpus, same, tmp_path / "pinned", resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"lr": 1e-3}, "a branch keeps its settings; this run has lr 0.003"),
+        ({"steps": 3}, "nothing left to branch"),
+    ],
+)
+def test_a_branch_is_refused_unless_it_only_adds_pins(tiny_space, corpus, tmp_path, change, match):
+    config = TrainConfig(steps=8, checkpoint_every=3, **TINY)
+    train(tiny_space, corpus, config, tmp_path / "src", progress=False, stop_after=3)
+    if change.get("steps") == 3:  # a finished source: nothing of its schedule is left
+        train(tiny_space, corpus, replace(config, steps=3), tmp_path / "src3", progress=False)
+        source = tmp_path / "src3"
+    else:
+        source = tmp_path / "src"
+    bad = replace(config, branch_from=str(source), pinned_mixers=("0:conv",), **change)
+    with pytest.raises(CheckpointError, match=match):
+        train(tiny_space, corpus, bad, tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(NasError, match="exclude each other"):
+        replace(config, branch_from="a", init_from="b")
