@@ -623,16 +623,16 @@ def _check_branch(source: Checkpoint, config: TrainConfig, corpus: Corpus) -> No
     own = replace(saved, pinned_mixers=config.pinned_mixers, branch_from=config.branch_from)
     problem = ""
     if own != config:
-        problem = _config_diff(
-            saved, replace(config, pinned_mixers=saved.pinned_mixers, branch_from=saved.branch_from)
+        given = replace(config, pinned_mixers=saved.pinned_mixers, branch_from=saved.branch_from)
+        problem = (
+            f"a branch keeps its source's settings: {_differences(saved, given)}; drop those flags"
         )
-        problem = problem.replace("a resumed run keeps", "a branch keeps", 1)
     elif not set(saved.pinned_mixers) <= set(config.pinned_mixers):
         problem = f"a branch keeps the pins {list(saved.pinned_mixers)} of its source"
     elif source.step >= config.steps:
         problem = (
-            f"it is at step {source.step} of {config.steps}, nothing left to branch; train the "
-            f"source with fewer steps done (stop it early) or branch with --init-from"
+            f"it finished its {config.steps} steps, so no schedule is left to branch; stop "
+            f"the source early with --stop-at, or start from its weights with --init-from"
         )
     elif source.state.get("data", {}).get("key") != corpus.key:
         problem = f"was trained on other data than {corpus.info['source']}"
@@ -641,6 +641,12 @@ def _check_branch(source: Checkpoint, config: TrainConfig, corpus: Corpus) -> No
 
 
 def _config_diff(saved: TrainConfig, given: TrainConfig) -> str:
+    return "a resumed run keeps its settings; this run has " + _differences(saved, given)
+
+
+def _differences(saved: TrainConfig, given: TrainConfig) -> str:
+    """'name saved (given other), ...' for each setting in which `given` differs."""
+
     def show(name: str, value: Any) -> str:
         if name == "family":  # arch ids, not pages of JSON
             return "[" + ", ".join(Arch.from_json(text).id for text in value) + "]"
@@ -652,7 +658,7 @@ def _config_diff(saved: TrainConfig, given: TrainConfig) -> str:
         for f in fields(TrainConfig)
         if getattr(saved, f.name) != getattr(given, f.name)
     ]
-    return "a resumed run keeps its settings; this run has " + ", ".join(diffs)
+    return ", ".join(diffs)
 
 
 def _data_ref(corpus: Corpus) -> dict[str, Any]:

@@ -157,7 +157,7 @@ def test_stop_at_then_branch_from_splits_one_run_into_sub_supernets(files, capsy
     # A finished run has no schedule left to branch; a branch takes its source's settings.
     again = [*base, "--out", str(files["out"].parent / "x"), "--branch-from", str(files["out"])]
     assert main(again) == 2
-    _one_error_line(capsys, "nothing left to branch")
+    _one_error_line(capsys, "no schedule is left to branch; stop the source early with --stop-at")
     assert main([*again[:-2], "--branch-from", sub, "--init-from", sub]) == 2
     _one_error_line(capsys, "give one")
     assert main([*again, "--stop-at", "0"]) == 2

@@ -417,8 +417,8 @@ def test_a_branch_continues_its_source_as_one_run(tiny_space, corpus, tmp_path):
 @pytest.mark.parametrize(
     "change, match",
     [
-        ({"lr": 1e-3}, "a branch keeps its settings; this run has lr 0.003"),
-        ({"steps": 3}, "nothing left to branch"),
+        ({"lr": 1e-3}, "a branch keeps its source's settings: lr 0.003 \\(given 0.001\\)"),
+        ({"steps": 3}, "no schedule is left to branch"),
     ],
 )
 def test_a_branch_is_refused_unless_it_only_adds_pins(tiny_space, corpus, tmp_path, change, match):
