@@ -33,6 +33,7 @@ _CONFIG_FLAGS = {
     "checkpoint_every": "checkpoint_every",
     "seed": "seed",
     "init_from": "init_from",
+    "branch_from": "branch_from",
     "pin_mixer": "pinned_mixers",
 }
 

@@ -151,6 +151,10 @@ def test_stop_at_then_branch_from_splits_one_run_into_sub_supernets(files, capsy
     same = str(files["out"].parent / "same")
     assert main([*base, "--out", same, "--branch-from", str(files["out"])]) == 0
     assert main([*base, "--out", str(files["out"]), "--resume"]) == 0
+    capsys.readouterr()
+    # A resumed branch keeps its source: another --branch-from on --resume is refused.
+    assert main([*base, "--out", same, "--resume", "--branch-from", sub]) == 2
+    _one_error_line(capsys, "branch_from")
     a, b = read_checkpoint(same), read_checkpoint(files["out"])
     assert all(torch.equal(a.model[k], b.model[k]) for k in a.model)
     capsys.readouterr()
