@@ -351,10 +351,7 @@ def train(
         saved = TrainConfig.from_dict(ckpt.state.get("config", {}))
         if saved != config:
             raise CheckpointError(f"{ckpt_file}: {_config_diff(saved, config)}")
-        if ckpt.state.get("data", {}).get("key") != corpus.key:
-            raise CheckpointError(
-                f"{ckpt_file}: was trained on other data than {corpus.info['source']}"
-            )
+        _check_same_data(ckpt, corpus)
 
     net = Supernet(space, seed=config.seed, ffn_per_mixer=config.ffn_per_mixer)
     net = net.to(device).train()
@@ -634,10 +631,17 @@ def _check_branch(source: Checkpoint, config: TrainConfig, corpus: Corpus) -> No
             f"it finished its {config.steps} steps, so no schedule is left to branch; stop "
             f"the source early with --stop-at, or start from its weights with --init-from"
         )
-    elif source.state.get("data", {}).get("key") != corpus.key:
-        problem = f"was trained on other data than {corpus.info['source']}"
     if problem:
         raise CheckpointError(f"{source.path}: {problem}")
+    _check_same_data(source, corpus)
+
+
+def _check_same_data(ckpt: Checkpoint, corpus: Corpus) -> None:
+    """Raise `CheckpointError` unless `ckpt` was trained on `corpus`."""
+    if ckpt.state.get("data", {}).get("key") != corpus.key:
+        raise CheckpointError(
+            f"{ckpt.path}: was trained on other data than {corpus.info['source']}"
+        )
 
 
 def _config_diff(saved: TrainConfig, given: TrainConfig) -> str:

@@ -188,7 +188,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         new_pins = tuple(given.pop("pinned_mixers", ()))
         space, config, data, dtype = _settings_of(args.branch_from, args, given)
         pins = tuple(dict.fromkeys(config.pinned_mixers + new_pins))
-        config = replace(config, branch_from=args.branch_from, pinned_mixers=pins)
+        config = replace(config, pinned_mixers=pins)  # --branch-from is among `given`
     else:
         space = load_space(args)
         config = TrainConfig(**given)
