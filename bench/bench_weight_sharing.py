@@ -32,7 +32,7 @@
    ranking aid a search could use); and, as its control, the same short training from
    the standalone runs' initialisation ("from scratch").
 8. With --few-shot LAYERS: split the supernet on those layers' mixers (few-shot NAS,
-   bench/few_shot.py) and print tau and gaps of the archs read from their own
+   nas.supernet.few_shot) and print tau and gaps of the archs read from their own
    sub-supernet against the whole-budget references, and its mixer ablation.
 9. With --reference-seed S: train every arch alone on the whole budget again with seed S
    (initialisation and batches), at its best lr, and print tau between the two
@@ -67,13 +67,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from few_shot import train_few_shot
 from scipy.stats import kendalltau
 from standalone_runs import StandaloneRunner, mixer_removal, skipped, static_loss, train_step
 
 import nas
 from nas import Arch, LayerArch
-from nas.cli.common import load_space
+from nas.cli.common import layer_list, load_space
 from nas.search_space import MIXERS
 from nas.search_space.errors import NasError
 from nas.supernet.atomic import atomic_write_json
@@ -81,6 +80,7 @@ from nas.supernet.batches import BatchSampler, eval_batches
 from nas.supernet.checkpoint import load_supernet, read_checkpoint
 from nas.supernet.corpus import load_corpus
 from nas.supernet.device import resolve_device
+from nas.supernet.few_shot import check_split, train_few_shot
 from nas.supernet.training import (
     TrainConfig,
     evaluate,
@@ -189,15 +189,6 @@ def _steps_list(text: str) -> tuple[int, ...]:
     return tuple(steps)
 
 
-def _layer_list(text: str) -> tuple[int, ...]:
-    """'1,2' -> (1, 2): distinct layer indices, ascending."""
-    try:
-        layers = tuple(sorted({int(part) for part in text.split(",")}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a list of layer indices") from None
-    return layers
-
-
 def _name_list(text: str) -> tuple[str, ...]:
     """'mixed0,mixed1' -> ('mixed0', 'mixed1'); main checks them against `bench_archs`."""
     return tuple(n.strip() for n in text.split(",") if n.strip())
@@ -295,10 +286,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--few-shot",
-        type=_layer_list,
+        type=layer_list,
         metavar="LAYERS",
         help="also split the supernet on these layers' mixers (e.g. 1 or 1,2; few-shot NAS, "
-        "bench/few_shot.py): a one-shot phase, then one sub-supernet per combination of "
+        "nas train --few-shot): a one-shot phase, then one sub-supernet per combination of "
         "their mixers from its weights; rank each arch with the sub-supernet of its own",
     )
     parser.add_argument(
@@ -345,13 +336,10 @@ def main() -> None:
         parser.error(f"--reference-seed must differ from --seed ({args.seed})")
     split_at = args.steps // 2 if args.few_shot_split_at is None else args.few_shot_split_at
     if args.few_shot is not None:
-        if not all(0 <= layer < space.exits[0] for layer in args.few_shot):
-            parser.error(
-                f"--few-shot {','.join(map(str, args.few_shot))}: need layers every arch has, "
-                f"0 to {space.exits[0] - 1} (the space's shallowest exit is {space.exits[0]})"
-            )
-        if not 0 <= split_at < args.steps:
-            parser.error(f"--few-shot-split-at must be 0 to {args.steps - 1} (--steps - 1)")
+        try:
+            check_split(space, args.few_shot, split_at, args.steps)
+        except NasError as exc:
+            parser.error(f"--few-shot / --few-shot-split-at: {exc}")
         if not args.full_budget:
             parser.error("--few-shot is compared with the whole-budget runs; drop --no-full-budget")
         if args.few_shot_branch and args.few_shot_lr is not None:
@@ -429,20 +417,25 @@ def main() -> None:
         net.extract, archs, corpus, short, args.finetune_steps, val_batches, device
     )
     del net
-    few_shot, few_shot_ablation = {}, {}
+    few_shot, few_shot_ablation, few_shot_passes = {}, {}, None
     if args.few_shot is not None:
+        branched = "-branched" if args.few_shot_branch and split_at else ""
         runs = train_few_shot(
             space,
             corpus,
             config,
             args.few_shot,
             split_at,
-            out / "few_shot",
-            device,
+            out / "few_shot" / f"split{split_at}{branched}",
+            device=device,
+            resume=True,
             branch=args.few_shot_branch,
             lr=args.few_shot_lr,
+            phase=_phase,
+            on_event=lambda msg: print(msg, flush=True),
         )
-        for mixers, run in runs.items():  # mixers: one per split layer
+        few_shot_passes = runs.arch_passes()
+        for mixers, run in runs.subs.items():  # mixers: one per split layer
             sub = load_supernet(run).to(device)
             members = {
                 n: a
@@ -579,7 +572,7 @@ def main() -> None:
             summary.setdefault(key, {})[steps] = {"loss": losses, "kendall_tau": detail}
     if few_shot:
         summary["few_shot"] = report_few_shot(
-            archs, rows, few_shot, reference, args, split_at, tokens, mixed
+            archs, rows, few_shot, reference, args, split_at, tokens, mixed, few_shot_passes
         )
     print("standalone@all: trained alone on the supernet's whole token budget, for reference")
     print()
@@ -634,9 +627,12 @@ def report_few_shot(
     split_at: int,
     tokens: int,
     mixed: list[bool],
+    passes: int | None,
 ) -> dict:
     """Print tau and gaps of the few-shot losses against the whole-budget standalone
-    losses (and the second seed's); return them for results.json."""
+    losses (and the second seed's), and what the split cost in arch passes (`passes`,
+    None if its runs did not log them) against training each arch alone; return them
+    for results.json."""
     layers = ("layers " if len(args.few_shot) > 1 else "layer ") + ",".join(map(str, args.few_shot))
     branched = ", branched" if args.few_shot_branch and split_at else ""
     lr = f", lr {args.few_shot_lr:g}" if args.few_shot_lr is not None else ""
@@ -658,7 +654,26 @@ def report_few_shot(
         detail["kendall_tau_reference_seed"] = report_tau(
             f"standalone@all, seed {args.reference_seed}", again, 1, mixed, what=what
         )
+    alone_steps = len(archs) * args.steps  # each arch alone for the whole budget
+    if passes is None:
+        print(f"{what}: arch passes not logged (runs from before the trainer logged them)")
+    else:
+        detail["arch_passes"] = passes
+        detail["share_of_training_alone"] = passes / alone_steps
+        print(
+            f"{what}: {passes:,} arch passes (forward+backward of one arch on one batch), "
+            f"{passes / alone_steps:.2f} of training all {len(archs)} alone "
+            f"({len(archs)} x {args.steps:,} steps)"
+        )
     return detail
+
+
+def _phase(config: TrainConfig, steps: int) -> TrainConfig:
+    """`config` for a few-shot phase of `steps` steps, validated and checkpointed as the
+    bench's own runs."""
+    return replace(
+        config, steps=steps, eval_every=max(1, steps // 4), checkpoint_every=max(1, steps // 8)
+    )
 
 
 def versus(values: list[float], reference: list[float], rows: list[tuple]) -> list[tuple]:

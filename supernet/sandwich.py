@@ -8,9 +8,16 @@ On one batch, gradients accumulate into the shared weights from
 
 Every arch is read at each exit of the space up to its depth, from one pass, so the exit
 heads that shallower archs use are trained too; an arch's own exit weighs the most.
+
+An arch drawn more than once in a step runs once, its loss weighted by how often it was
+drawn: on one batch its passes would give the same gradient each time. This matters in a
+few-shot sub-supernet with most layers pinned, where the sandwich keeps drawing the same
+two archs (four passes a step, two of them repeats).
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
@@ -61,21 +68,29 @@ def sandwich_step(
     Gradients accumulate into `net`'s parameters; the caller zeroes them before and steps
     after. inputs, targets: (B, T) on `device`. A student's loss at each exit is
     `distill_weight` * KL(teacher || student) + (1 - `distill_weight`) * cross-entropy.
+    A repeated arch runs once with its loss weighted by its repeats (a student equal to the
+    largest counts as the largest only when `distill_weight` is 0, when their losses are
+    the same), so the gradients are those of every pass, up to rounding.
     Returns the cross-entropy (nats/token) of the largest arch and of the first student
-    (the smallest) at their own exits, as {"largest": ..., "smallest": ...}.
+    (the smallest) at their own exits, as {"largest": ..., "smallest": ...}, and the
+    number of forward passes run, as "passes".
     """
     space = net.space
+    repeats = Counter(students)
+    teacher_repeats = 1 + (repeats.pop(largest, 0) if distill_weight == 0 else 0)
     exits = exits_upto(space, largest.depth)
     with autocast(device):
         outs = net(inputs, largest, exits=exits)  # {exit: (B, T, V)}
     weights = exit_weights(exits, early_exit_weight)
     ce = {e: cross_entropy(outs[e], targets) for e in exits}
-    sum(weights[e] * ce[e] for e in exits).backward()
-    losses = {"largest": ce[largest.depth].item()}
+    (teacher_repeats * sum(weights[e] * ce[e] for e in exits)).backward()
+    losses = {"largest": ce[largest.depth].item(), "passes": 1 + len(repeats)}
+    if students[0] not in repeats:  # the smallest is the largest, merged into its pass
+        losses["smallest"] = losses["largest"]
     # The teacher is the largest arch's own exit, fixed for this step (no gradient).
     teacher_logp = F.log_softmax(outs[largest.depth].detach().float().flatten(0, 1), dim=-1)
     del outs  # free the largest arch's activations before the students run
-    for i, arch in enumerate(students):
+    for arch, n in repeats.items():  # first-drawn order: the smallest first
         exits = exits_upto(space, arch.depth)
         with autocast(device):
             outs = net(inputs, arch, exits=exits)  # {exit: (B, T, V)}
@@ -85,8 +100,8 @@ def sandwich_step(
             ce_e = cross_entropy(outs[e], targets)
             kd_e = distillation(outs[e], teacher_logp) if distill_weight > 0 else 0.0
             total = total + weights[e] * (distill_weight * kd_e + (1.0 - distill_weight) * ce_e)
-            if i == 0 and e == arch.depth:
+            if arch == students[0] and e == arch.depth:
                 losses["smallest"] = ce_e.item()
-        total.backward()
+        (n * total).backward()
         del outs
     return losses

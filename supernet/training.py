@@ -458,6 +458,7 @@ def train(
                     "lr": lr,
                     "loss_largest": losses["largest"],
                     "loss_smallest": losses["smallest"],
+                    "passes": losses["passes"],  # forward+backward passes, repeats merged
                     "grad_norm": float(grad_norm),
                     "tokens_per_s": tokens_per_step / seconds,
                 }

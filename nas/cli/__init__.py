@@ -19,8 +19,18 @@ from . import latency_cmd, profile_cmd, space_cmd, train_cmd
 COMMAND_MODULES = [space_cmd, train_cmd, profile_cmd, latency_cmd]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors: a bad flag value gets the same
+    `nas: error: ...` line and exit code 2 as any other bad input (no usage dump)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        command = self.prog.removeprefix("nas").strip()  # "" for `nas` itself
+        where = f"{command}: " if command else ""
+        self.exit(2, f"nas: error: {where}{message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nas", description="Hardware-aware NAS over one elastic weight-sharing supernet."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -33,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad flag (2, its line already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return int(args.func(args) or 0)
     except NasError as exc:

@@ -18,6 +18,14 @@ def add_space_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def layer_list(text: str) -> tuple[int, ...]:
+    """'1,2' -> (1, 2): distinct layer slots, ascending (an argparse type)."""
+    try:
+        return tuple(sorted({int(part) for part in text.split(",")}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of layer indices") from None
+
+
 def load_space(args: argparse.Namespace) -> SearchSpace:
     return SearchSpace.from_file(args.space) if args.space else SearchSpace.default()
 

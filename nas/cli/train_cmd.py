@@ -7,14 +7,17 @@ import time
 from dataclasses import fields, replace
 from pathlib import Path
 
+import torch
+
 from nas.search_space import SearchSpace
 from nas.search_space.errors import CheckpointError, NasError
 from nas.supernet.checkpoint import checkpoint_path, read_checkpoint
-from nas.supernet.corpus import load_corpus
+from nas.supernet.corpus import Corpus, load_corpus
 from nas.supernet.device import resolve_device
+from nas.supernet.few_shot import FEW_SHOT_FILE, check_split, train_few_shot
 from nas.supernet.training import TrainConfig, train
 
-from .common import add_space_argument, load_archs, load_space
+from .common import add_space_argument, layer_list, load_archs, load_space
 
 # CLI flag -> TrainConfig field. The flags default to None so that a resumed run can tell
 # a flag the user gave (which must agree with the run) from one left out.
@@ -136,6 +139,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "one-shot run",
     )
     p.add_argument(
+        "--few-shot",
+        type=layer_list,
+        metavar="LAYERS",
+        help="a few-shot supernet split on these layer slots' mixers (e.g. 1 or 0,1): a "
+        "one-shot phase, then one sub-supernet per combination of their mixers, each a run "
+        "folder inside --out; an arch is read from the one of its own mixers",
+    )
+    p.add_argument(
+        "--split-at",
+        type=int,
+        metavar="STEP",
+        help="with --few-shot: steps of the one-shot phase (default: half of --steps); each "
+        "sub-supernet trains the rest, so every arch sees --steps steps in all",
+    )
+    p.add_argument(
         "--eval-every",
         type=int,
         metavar="N",
@@ -197,6 +215,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         family = tuple(a.to_json() for a in load_archs(args.family, space))
         config = replace(config, family=family)
     config.pins(space)  # a bad --pin-mixer fails before the corpus loads
+    split_at = _few_shot_split(args, config, space)  # None without --few-shot
     corpus = load_corpus(data, dtype=dtype, progress=not args.no_progress)
     tokens = corpus.info["tokens"]
     print(
@@ -209,6 +228,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         + (f", stopping after step {args.stop_at}" if args.stop_at else "")
     )
     started = time.perf_counter()
+    if split_at is not None:
+        return _train_few_shot(args, space, corpus, config, split_at, device, started)
     result = train(
         space,
         corpus,
@@ -228,6 +249,73 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"smallest {result.val_loss['smallest']:.3f} (uniform: ln {space.vocab_size} = "
             f"{_ln(space.vocab_size):.3f}); {minutes:.1f} min"
         )
+    return 0
+
+
+def _few_shot_split(
+    args: argparse.Namespace, config: TrainConfig, space: SearchSpace
+) -> int | None:
+    """The step of the --few-shot split (None without it); `NasError` for a bad split, a
+    flag that does not go with it, or a few-shot --out without it."""
+    if args.few_shot is None:
+        if (Path(args.out) / FEW_SHOT_FILE).exists():
+            raise NasError(
+                f"{args.out}: holds a few-shot run; continue it with its own flags, "
+                f"--few-shot among them, and --resume, or choose another --out"
+            )
+        if args.split_at is not None:
+            raise NasError("--split-at is the step of a --few-shot split; add --few-shot LAYERS")
+        return None
+    clashing = [
+        flag
+        for flag, value in (
+            ("--pin-mixer", args.pin_mixer),
+            ("--init-from", args.init_from),
+            ("--branch-from", args.branch_from),
+            ("--stop-at", args.stop_at),
+            ("--family", args.family),
+        )
+        if value is not None
+    ]
+    if clashing:
+        raise NasError(
+            "--few-shot trains its own one-shot phase and sub-supernets; "
+            f"drop {', '.join(clashing)}"
+        )
+    split_at = config.steps // 2 if args.split_at is None else args.split_at
+    check_split(space, args.few_shot, split_at, config.steps)
+    return split_at
+
+
+def _train_few_shot(
+    args: argparse.Namespace,
+    space: SearchSpace,
+    corpus: Corpus,
+    config: TrainConfig,
+    split_at: int,
+    device: torch.device,
+    started: float,
+) -> int:
+    """Train the --few-shot supernet into --out (resumed with --resume) and say where."""
+    runs = train_few_shot(
+        space,
+        corpus,
+        config,
+        args.few_shot,
+        split_at,
+        args.out,
+        device=device,
+        resume=args.resume,
+        progress=not args.no_progress,
+        on_event=print,
+    )
+    minutes = (time.perf_counter() - started) / 60
+    layers = ",".join(map(str, args.few_shot))
+    print(
+        f"few-shot supernet: {Path(args.out) / FEW_SHOT_FILE} ({len(runs.subs)} sub-supernets, "
+        f"one per mixer combination of layer slots {layers}; {minutes:.1f} min). Read an arch "
+        f"from its own: nas.supernet.few_shot.load_few_shot(DIR).sub_for(arch)"
+    )
     return 0
 
 

@@ -198,7 +198,9 @@ def test_few_shot_on_two_layers_trains_one_sub_supernet_per_combination(bench_fi
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((bench_files["out"] / "results.json").read_text())
     assert summary["few_shot"]["layers"] == [0, 1]
-    runs = sorted((bench_files["out"] / "few_shot" / "split0").iterdir())
+    folder = bench_files["out"] / "few_shot" / "split0"
+    runs = sorted(p for p in folder.iterdir() if p.is_dir())
+    assert (folder / "few_shot.json").is_file()
     assert [r.name for r in runs] == [
         f"layer0_{a}-layer1_{b}" for a in ("attention", "conv") for b in ("attention", "conv")
     ]
@@ -207,6 +209,11 @@ def test_few_shot_on_two_layers_trains_one_sub_supernet_per_combination(bench_fi
         assert state["config"]["init_from"] == ""  # split at step 0: from scratch
         assert sorted(state["usage"]) == sorted(state["config"]["pinned_mixers"])
     assert "few-shot (layers 0,1, split at step 0)" in result.stdout
+    # Each sub-supernet holds one arch: every step runs it once as the teacher and once as
+    # the (merged) distilled students, 2 passes, against 1 per step for each arch alone.
+    assert summary["few_shot"]["arch_passes"] == 4 * 6 * 2
+    assert summary["few_shot"]["share_of_training_alone"] == 2.0
+    assert "48 arch passes" in result.stdout
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -270,9 +277,9 @@ def _is_python(pid: int) -> bool:
         (["--jobs", "0"], "--jobs must be 1 or more"),
         (["--mixed", "all"], "more than 64; give a count of random archs instead"),
         (["--mixed", "some"], "'some' is not a count or 'all'"),
-        (["--few-shot", "0,1"], "need layers every arch has, 0 to 0"),
+        (["--few-shot", "0,1"], "need layer slots every arch has, 0 to 0"),
         (["--few-shot", "x"], "'x' is not a list of layer indices"),
-        (["--few-shot", "0", "--few-shot-split-at", "6"], "must be 0 to 5"),
+        (["--few-shot", "0", "--few-shot-split-at", "6"], "need 0 to 5"),
         (["--few-shot", "0", "--no-full-budget"], "drop --no-full-budget"),
         (["--few-shot", "0", "--few-shot-branch", "--few-shot-lr", "0.01"], "drop --few-shot-lr"),
         (["--few-shot", "0", "--few-shot-lr", "0"], "--few-shot-lr must be > 0"),

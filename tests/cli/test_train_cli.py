@@ -17,6 +17,7 @@ import yaml
 from conftest import make_tiny_space
 from nas.cli import main
 from nas.supernet.checkpoint import load_supernet, read_checkpoint
+from nas.supernet.few_shot import load_few_shot
 from nas.supernet.training import TrainConfig, lr_at, read_manifest
 
 SMALL = ["--batch-size", "2", "--seq-len", "16", "--no-progress"]
@@ -358,3 +359,42 @@ def test_init_from_a_run_and_bad_sources(files, capsys, tmp_path):
         assert main([*base, "--out", str(out), "--init-from", str(source)]) == 2
         _one_error_line(capsys, match)
         assert not out.exists()
+
+
+def test_few_shot_trains_one_sub_supernet_per_mixer_and_resumes(files, capsys):
+    """--few-shot 0: a one-shot phase of --split-at steps, then one sub-supernet per mixer
+    of slot 0, each pinned to it; a rerun needs --resume and the same flags."""
+    assert _train(files, "--steps", "3", "--few-shot", "0", "--split-at", "1") == 0
+    out = capsys.readouterr().out
+    assert f"few-shot supernet: {files['out'] / 'few_shot.json'}" in out
+    runs = load_few_shot(files["out"])
+    space = make_tiny_space()
+    assert sorted(runs.subs) == sorted((m,) for m in space.mixers)
+    for (mixer,), run in runs.subs.items():
+        state = read_checkpoint(run).state
+        assert state["step"] == 2 and state["config"]["pinned_mixers"] == [f"0:{mixer}"]
+        assert {key for key in state["usage"] if key.startswith("0:")} == {f"0:{mixer}"}
+    assert _train(files, "--steps", "3", "--few-shot", "0", "--split-at", "1") == 2
+    _one_error_line(capsys, "already holds a few-shot run; pass --resume")
+    assert _train(files, "--steps", "3", "--few-shot", "0", "--split-at", "1", "--resume") == 0
+    capsys.readouterr()
+    # The folder is a few-shot run: a plain run there is refused.
+    assert _train(files, "--steps", "3", "--resume") == 2
+    _one_error_line(capsys, "holds a few-shot run")
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--few-shot", "0", "--pin-mixer", "0:conv"], "drop --pin-mixer"),
+        (["--few-shot", "0", "--stop-at", "2"], "drop --stop-at"),
+        (["--split-at", "2"], "add --few-shot LAYERS"),
+        (["--few-shot", "0", "--split-at", "4"], "need 0 to 3"),
+        (["--few-shot", "1"], "need layer slots every arch has, 0 to 0"),
+        (["--few-shot", "a"], "'a' is not a list of layer indices"),
+    ],
+)
+def test_a_bad_few_shot_split_gives_one_line_and_exit_2(files, capsys, extra, match):
+    assert _train(files, "--steps", "4", *extra) == 2
+    _one_error_line(capsys, match)
+    assert not files["out"].exists()

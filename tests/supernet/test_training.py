@@ -18,7 +18,13 @@ from nas.supernet.batches import eval_batches
 from nas.supernet.checkpoint import load_supernet, read_checkpoint
 from nas.supernet.corpus import load_corpus
 from nas.supernet.device import resolve_device
-from nas.supernet.sandwich import distillation, exit_weights, sandwich_step
+from nas.supernet.sandwich import (
+    cross_entropy,
+    distillation,
+    exit_weights,
+    exits_upto,
+    sandwich_step,
+)
 from nas.supernet.training import (
     METRICS_FILE,
     MetricsLog,
@@ -121,10 +127,62 @@ def test_sandwich_step_runs_largest_smallest_and_k_random_archs_at_every_exit(
     assert [arch for arch, _ in calls] == [tiny_space.largest(), *students]
     for arch, exits in calls:
         assert exits == [e for e in tiny_space.exits if e <= arch.depth]
-    assert set(losses) == {"largest", "smallest"}
+    assert set(losses) == {"largest", "smallest", "passes"} and losses["passes"] == 4
     # Every arch's gradient lands in the shared weights, including each exit head used.
     for e in tiny_space.exits:
         assert net.exits[str(e)].w_out_0.grad is not None
+
+
+def _every_pass_gradients(net, x, largest, students, distill_weight, early_exit_weight):
+    """The sandwich's gradients the naive way: every drawn arch runs its own pass."""
+    net.zero_grad(set_to_none=True)
+    space = net.space
+    outs = net(x, largest, exits=exits_upto(space, largest.depth))
+    w = exit_weights(exits_upto(space, largest.depth), early_exit_weight)
+    sum(w[e] * cross_entropy(outs[e], x) for e in w).backward()
+    teacher = torch.log_softmax(outs[largest.depth].detach().flatten(0, 1), dim=-1)
+    for arch in students:
+        outs = net(x, arch, exits=exits_upto(space, arch.depth))
+        w = exit_weights(exits_upto(space, arch.depth), early_exit_weight)
+        loss = sum(
+            w[e]
+            * (
+                distill_weight * distillation(outs[e], teacher)
+                + (1 - distill_weight) * cross_entropy(outs[e], x)
+            )
+            for e in w
+        )
+        loss.backward()
+    return {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("distill_weight", [0.0, 0.5])
+def test_repeated_archs_run_once_with_the_gradients_of_every_pass(tiny_space, distill_weight):
+    net = Supernet(tiny_space, seed=0)
+    largest, (a, b) = tiny_space.largest(), tiny_space.sample_many(2, seed=5)
+    # The smallest is the largest here, as in a sub-supernet whose layers are all pinned.
+    students = [largest, a, b, a, a, largest]
+    x = torch.randint(0, 256, (2, 8), generator=torch.Generator().manual_seed(1))
+    expected = _every_pass_gradients(net, x, largest, students, distill_weight, 0.25)
+    net.zero_grad(set_to_none=True)
+    losses = sandwich_step(net, x, x, largest, students, distill_weight, 0.25, torch.device("cpu"))
+    got = {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
+    assert got.keys() == expected.keys()
+    for name, grad in expected.items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    # Distilled, a student equal to the largest has another loss, so it runs on its own.
+    assert losses["passes"] == (3 if distill_weight == 0 else 4)
+    assert losses["smallest"] == pytest.approx(losses["largest"], rel=1e-6)
+
+
+def test_a_fully_pinned_run_logs_one_pass_a_step(tiny_space, corpus, tmp_path):
+    pins = tuple(f"{i}:conv" for i in range(tiny_space.max_depth))
+    one = make_tiny_space(d_model=(32,), heads=(2,), ffn=(32,), exits=(3,))
+    config = TrainConfig(steps=3, pinned_mixers=pins, distill_weight=0.0, **TINY)
+    train(one, corpus, config, tmp_path / "run", progress=False)
+    steps = [r for r in MetricsLog(tmp_path / "run" / METRICS_FILE).read() if r["kind"] == "train"]
+    # Largest, smallest and the random students are all the one arch left: one pass.
+    assert [r["passes"] for r in steps] == [1, 1, 1]
 
 
 def test_usage_counts_which_mixer_weights_each_step_trained(tiny_space, corpus, tmp_path):
