@@ -85,6 +85,7 @@ from nas.supernet.training import (
     TrainConfig,
     evaluate,
     exposure_steps,
+    logged_passes,
     make_optimizer,
     train,
 )
@@ -417,7 +418,7 @@ def main() -> None:
         net.extract, archs, corpus, short, args.finetune_steps, val_batches, device
     )
     del net
-    few_shot, few_shot_ablation, few_shot_passes = {}, {}, None
+    few_shot, few_shot_ablation, few_shot_passes = {}, {}, {}
     if args.few_shot is not None:
         branched = "-branched" if args.few_shot_branch and split_at else ""
         runs = train_few_shot(
@@ -434,14 +435,13 @@ def main() -> None:
             phase=_phase,
             on_event=lambda msg: print(msg, flush=True),
         )
-        few_shot_passes = runs.arch_passes()
-        for mixers, run in runs.subs.items():  # mixers: one per split layer
+        few_shot_passes = {
+            "one_shot": logged_passes(runs.one_shot) if runs.one_shot else 0,
+            "sub_supernets": _sum_or_none([logged_passes(r) for r in runs.subs.values()]),
+        }
+        for run in runs.subs.values():
             sub = load_supernet(run).to(device)
-            members = {
-                n: a
-                for n, a in archs.items()
-                if tuple(a.layers[i].mixer for i in args.few_shot) == mixers
-            }
+            members = {n: a for n, a in archs.items() if runs.sub_for(a) == run}
             few_shot.update(evaluate(sub, members, val_batches, device))
             few_shot_ablation.update(
                 mixer_ablation(sub, space, members, val_batches, few_shot, device)
@@ -627,12 +627,12 @@ def report_few_shot(
     split_at: int,
     tokens: int,
     mixed: list[bool],
-    passes: int | None,
+    passes: dict[str, int | None],
 ) -> dict:
     """Print tau and gaps of the few-shot losses against the whole-budget standalone
-    losses (and the second seed's), and what the split cost in arch passes (`passes`,
-    None if its runs did not log them) against training each arch alone; return them
-    for results.json."""
+    losses (and the second seed's), and what the split cost in arch passes (`passes` of
+    the one-shot phase and of the sub-supernets, None where the runs did not log them)
+    against training each arch alone; return them for results.json."""
     layers = ("layers " if len(args.few_shot) > 1 else "layer ") + ",".join(map(str, args.few_shot))
     branched = ", branched" if args.few_shot_branch and split_at else ""
     lr = f", lr {args.few_shot_lr:g}" if args.few_shot_lr is not None else ""
@@ -655,17 +655,25 @@ def report_few_shot(
             f"standalone@all, seed {args.reference_seed}", again, 1, mixed, what=what
         )
     alone_steps = len(archs) * args.steps  # each arch alone for the whole budget
-    if passes is None:
-        print(f"{what}: arch passes not logged (runs from before the trainer logged them)")
-    else:
-        detail["arch_passes"] = passes
-        detail["share_of_training_alone"] = passes / alone_steps
-        print(
-            f"{what}: {passes:,} arch passes (forward+backward of one arch on one batch), "
-            f"{passes / alone_steps:.2f} of training all {len(archs)} alone "
-            f"({len(archs)} x {args.steps:,} steps)"
+    detail["arch_passes"] = passes
+    shown = {k: "not logged" if n is None else f"{n:,}" for k, n in passes.items()}
+    line = (
+        f"{what}: arch passes (forward+backward of one arch on one batch): one-shot phase "
+        f"{shown['one_shot']}, sub-supernets {shown['sub_supernets']}"
+    )
+    total = _sum_or_none(list(passes.values()))
+    if total is not None:
+        detail["share_of_training_alone"] = total / alone_steps
+        line += (
+            f"; in all {total:,}, {total / alone_steps:.2f} of training all {len(archs)} "
+            f"alone ({len(archs)} x {args.steps:,} steps)"
         )
+    print(line + ("" if total is not None else " (runs from before the trainer logged them)"))
     return detail
+
+
+def _sum_or_none(counts: list[int | None]) -> int | None:
+    return None if None in counts else sum(counts)
 
 
 def _phase(config: TrainConfig, steps: int) -> TrainConfig:

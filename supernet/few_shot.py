@@ -36,7 +36,7 @@ from nas.search_space.errors import CheckpointError, NasError
 
 from .atomic import atomic_write_json
 from .corpus import Corpus
-from .training import METRICS_FILE, MetricsLog, TrainConfig, train, usage_key
+from .training import TrainConfig, train, usage_key
 
 FEW_SHOT_FILE = "few_shot.json"
 ONE_SHOT_DIR = "one_shot"
@@ -63,16 +63,6 @@ class FewShotRuns:
                 f"few-shot supernet is split; every arch of its space must reach it"
             )
         return self.subs[tuple(arch.layers[i].mixer for i in self.layers)]
-
-    def arch_passes(self) -> int | None:
-        """Forward+backward passes of an arch on a batch over all the runs, as the trainer
-        logged them (repeats merged); None if a run predates that log."""
-        runs = [self.one_shot, *self.subs.values()] if self.one_shot else [*self.subs.values()]
-        records = [r for run in runs for r in MetricsLog(run / METRICS_FILE).read()]
-        steps = [r for r in records if r["kind"] == "train"]
-        if not all("passes" in r for r in steps):
-            return None
-        return sum(r["passes"] for r in steps)
 
 
 def check_split(space: SearchSpace, layers: tuple[int, ...], split_at: int, steps: int) -> None:

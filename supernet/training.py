@@ -286,6 +286,15 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
 
+def logged_passes(run_dir: str | Path) -> int | None:
+    """Forward+backward passes of an arch on a batch over the run's steps, as its
+    metrics.jsonl logged them (repeats merged); None if some step predates that log."""
+    steps = [r for r in MetricsLog(Path(run_dir) / METRICS_FILE).read() if r["kind"] == "train"]
+    if not all("passes" in r for r in steps):
+        return None
+    return sum(r["passes"] for r in steps)
+
+
 def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
     try:
         return json.loads((Path(run_dir) / MANIFEST_FILE).read_text())

@@ -32,6 +32,7 @@ from nas.supernet.training import (
     evaluate,
     exposure_steps,
     fair_students,
+    logged_passes,
     lr_at,
     read_manifest,
     sample_student,
@@ -183,6 +184,11 @@ def test_a_fully_pinned_run_logs_one_pass_a_step(tiny_space, corpus, tmp_path):
     steps = [r for r in MetricsLog(tmp_path / "run" / METRICS_FILE).read() if r["kind"] == "train"]
     # Largest, smallest and the random students are all the one arch left: one pass.
     assert [r["passes"] for r in steps] == [1, 1, 1]
+    assert logged_passes(tmp_path / "run") == 3
+    # A run from before the trainer logged passes has no count, rather than a wrong one.
+    log = MetricsLog(tmp_path / "run" / METRICS_FILE)
+    log.append({"kind": "train", "step": 4})
+    assert logged_passes(tmp_path / "run") is None
 
 
 def test_usage_counts_which_mixer_weights_each_step_trained(tiny_space, corpus, tmp_path):
