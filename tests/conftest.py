@@ -18,6 +18,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from nas.search_space import MIXERS, SearchSpace  # noqa: E402
+from nas.supernet.corpus import load_corpus  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -49,6 +50,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def corpus(tmp_path, monkeypatch):
+    """A small corpus of Python-like text; its token cache stays inside tmp_path."""
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
+    text = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(400))
+    (tmp_path / "code.py").write_text(text)
+    return load_corpus(tmp_path / "code.py", progress=False)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import pytest
 from conftest import make_tiny_space
 from nas import Arch, CheckpointError, LayerArch, NasError
 from nas.supernet.checkpoint import read_checkpoint
-from nas.supernet.corpus import load_corpus
 from nas.supernet.few_shot import (
     FEW_SHOT_FILE,
     FewShotRuns,
@@ -23,14 +22,6 @@ from nas.supernet.training import METRICS_FILE, MetricsLog, TrainConfig, logged_
 TINY = {"batch_size": 2, "seq_len": 16, "eval_batches": 2, "reference_archs": 2, "warmup_steps": 1}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def corpus(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
-    text = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(400))
-    (tmp_path / "code.py").write_text(text)
-    return load_corpus(tmp_path / "code.py", progress=False)
 
 
 @pytest.fixture

@@ -46,14 +46,6 @@ TINY = {"batch_size": 2, "seq_len": 16, "eval_batches": 2, "reference_archs": 2,
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def corpus(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))
-    text = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(400))
-    (tmp_path / "code.py").write_text(text)
-    return load_corpus(tmp_path / "code.py", progress=False)
-
-
 def _losses(run_dir):
     records = MetricsLog(run_dir / METRICS_FILE).read()
     train_curve = [
