@@ -168,21 +168,18 @@ def load_few_shot(out: str | Path) -> FewShotRuns:
         raise CheckpointError(
             f"{out}: no {FEW_SHOT_FILE}; not a few-shot run (train one with nas train --few-shot)"
         )
-    try:
-        record = json.loads(file.read_text())
-        finished = record.get("status") == "complete"
-        if finished:
-            one_shot = record["one_shot"]
-            runs = FewShotRuns(
-                tuple(record["layers"]),
-                None if one_shot is None else out / one_shot,
-                {tuple(k.split(",")): out / v for k, v in record["subs"].items()},
-            )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{file}: unreadable ({exc!r})") from None
-    if not finished:
+    record = _read_record(file)
+    if record.get("status") != "complete":
         raise CheckpointError(f"{out}: the few-shot run has not finished; --resume completes it")
-    return runs
+    try:
+        one_shot = record["one_shot"]
+        return FewShotRuns(
+            tuple(record["layers"]),
+            None if one_shot is None else out / one_shot,
+            {tuple(k.split(",")): out / v for k, v in record["subs"].items()},
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{file}: unreadable ({exc!r})") from None
 
 
 def _claim(out: Path, split: dict, resume: bool) -> None:
@@ -195,11 +192,7 @@ def _claim(out: Path, split: dict, resume: bool) -> None:
                 f"{out}: already holds a few-shot run; pass --resume to continue it, "
                 f"or choose another --out"
             )
-        try:
-            saved = json.loads(file.read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{file}: unreadable ({exc!r})") from None
-        saved = {k: saved.get(k) for k in split}
+        saved = {k: _read_record(file).get(k) for k in split}
         if saved != split:
             raise NasError(
                 f"{out}: its few-shot split is {saved}, not {split}; resume it with its "
@@ -210,6 +203,17 @@ def _claim(out: Path, split: dict, resume: bool) -> None:
         raise NasError(f"{out}: not empty; choose another --out for a few-shot run")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(file, {**split, "status": "running"})
+
+
+def _read_record(file: Path) -> dict:
+    """The JSON object in few_shot.json `file`; `CheckpointError` when it is unreadable."""
+    try:
+        record = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{file}: unreadable ({exc!r})") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{file}: unreadable (not a JSON object)")
+    return record
 
 
 def _folders(runs: FewShotRuns, out: Path) -> dict:
