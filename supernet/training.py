@@ -343,6 +343,7 @@ def train(
     `DeviceError` for an unavailable device.
     """
     run_dir = Path(run_dir)
+    config = _resolved_sources(config)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     say = on_event or (lambda msg: None)
     _check_corpus(space, corpus, config)
@@ -357,7 +358,7 @@ def train(
                 f"or choose another --out"
             )
         ckpt = read_checkpoint(ckpt_file, space)
-        saved = TrainConfig.from_dict(ckpt.state.get("config", {}))
+        saved = _resolved_sources(TrainConfig.from_dict(ckpt.state.get("config", {})))
         if saved != config:
             raise CheckpointError(f"{ckpt_file}: {_config_diff(saved, config)}")
         _check_same_data(ckpt, corpus)
@@ -626,7 +627,7 @@ def _check_finite(losses: dict[str, float], step: int) -> None:
 def _check_branch(source: Checkpoint, config: TrainConfig, corpus: Corpus) -> None:
     """Raise `CheckpointError` unless `config` may branch `source`: its settings but for
     more pins, on the same data, with steps left to run."""
-    saved = TrainConfig.from_dict(source.state.get("config", {}))
+    saved = _resolved_sources(TrainConfig.from_dict(source.state.get("config", {})))
     own = replace(saved, pinned_mixers=config.pinned_mixers, branch_from=config.branch_from)
     problem = ""
     if own != config:
@@ -652,6 +653,22 @@ def _check_same_data(ckpt: Checkpoint, corpus: Corpus) -> None:
         raise CheckpointError(
             f"{ckpt.path}: was trained on other data than {corpus.info['source']}"
         )
+
+
+def _resolved_sources(config: TrainConfig) -> TrainConfig:
+    """`config` with the runs it starts from (`init_from`, `branch_from`) named by the
+    absolute path of their checkpoint file: a rerun from another directory, or naming the
+    run folder where the first run named its file, is the same run and resumes."""
+
+    def resolved(source: str) -> str:
+        if not source:
+            return ""
+        path = Path(source).expanduser().resolve()
+        return str(path if path.suffix == ".safetensors" else checkpoint_path(path))
+
+    return replace(
+        config, init_from=resolved(config.init_from), branch_from=resolved(config.branch_from)
+    )
 
 
 def _config_diff(saved: TrainConfig, given: TrainConfig) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import make_tiny_space
 from nas import Arch, CheckpointError, LayerArch, NasError
-from nas.supernet.checkpoint import read_checkpoint
+from nas.supernet.checkpoint import checkpoint_path, read_checkpoint
 from nas.supernet.few_shot import (
     FEW_SHOT_FILE,
     FewShotRuns,
@@ -51,7 +51,7 @@ def test_one_sub_supernet_per_mixer_combination_from_the_one_shot_phase(
     for (m0, m1), run in runs.subs.items():
         state = read_checkpoint(run).state
         assert state["step"] == 3  # the rest of the 5 steps
-        assert state["config"]["init_from"] == str(runs.one_shot)
+        assert state["config"]["init_from"] == str(checkpoint_path(runs.one_shot.resolve()))
         assert state["config"]["pinned_mixers"] == [f"0:{m0}", f"1:{m1}"]
         # Only the pinned mixers trained at the split slots.
         trained = {key for key in state["usage"] if key[0] in "01"}
@@ -69,7 +69,7 @@ def test_one_sub_supernet_per_mixer_combination_from_the_one_shot_phase(
 
 
 def test_a_rerun_needs_resume_and_the_same_split_and_resume_trains_what_is_missing(
-    two_mixers, corpus, tmp_path
+    two_mixers, corpus, tmp_path, monkeypatch
 ):
     config = TrainConfig(steps=4, **TINY)
     out = tmp_path / "fs"
@@ -84,10 +84,16 @@ def test_a_rerun_needs_resume_and_the_same_split_and_resume_trains_what_is_missi
     kept, lost = runs.subs["attention",], runs.subs["conv",]
     before = _train_records(kept)
     shutil.rmtree(lost)
+    # The rerun names the folder relative to another working directory: the same run.
+    monkeypatch.chdir(tmp_path)
     again = train_few_shot(
-        two_mixers, corpus, config, (1,), 2, out, device="cpu", resume=True, progress=False
+        two_mixers, corpus, config, (1,), 2, "fs", device="cpu", resume=True, progress=False
     )
-    assert again == runs
+    assert again == FewShotRuns(
+        runs.layers,
+        runs.one_shot.relative_to(tmp_path),
+        {mixers: run.relative_to(tmp_path) for mixers, run in runs.subs.items()},
+    )
     assert _train_records(kept) == before
     assert read_checkpoint(lost).state["step"] == 2
 
