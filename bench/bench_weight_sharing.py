@@ -656,7 +656,11 @@ def report_few_shot(
         )
     alone_steps = len(archs) * args.steps  # each arch alone for the whole budget
     detail["arch_passes"] = passes
-    shown = {k: "not logged" if n is None else f"{n:,}" for k, n in passes.items()}
+    # Runs trained before the trainer logged its passes have no count: say which part.
+    shown = {
+        k: "not logged (trained before passes were logged)" if n is None else f"{n:,}"
+        for k, n in passes.items()
+    }
     line = (
         f"{what}: arch passes (forward+backward of one arch on one batch): one-shot phase "
         f"{shown['one_shot']}, sub-supernets {shown['sub_supernets']}"
@@ -668,7 +672,7 @@ def report_few_shot(
             f"; in all {total:,}, {total / alone_steps:.2f} of training all {len(archs)} "
             f"alone ({len(archs)} x {args.steps:,} steps)"
         )
-    print(line + ("" if total is not None else " (runs from before the trainer logged them)"))
+    print(line)
     return detail
 
 
