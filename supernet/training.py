@@ -664,7 +664,7 @@ def _resolved_sources(config: TrainConfig) -> TrainConfig:
         if not source:
             return ""
         path = Path(source).expanduser().resolve()
-        return str(path if path.suffix == ".safetensors" else checkpoint_path(path))
+        return str(checkpoint_path(path) if path.is_dir() else path)  # as read_checkpoint
 
     return replace(
         config, init_from=resolved(config.init_from), branch_from=resolved(config.branch_from)

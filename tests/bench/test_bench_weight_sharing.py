@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.supernet.checkpoint import read_checkpoint
+from nas.supernet.checkpoint import checkpoint_path, read_checkpoint
 
 TINY = ["--steps", "6", "--batch-size", "2", "--seq-len", "16", "--eval-batches", "2"]
 TINY += ["--standalone-lrs", "0.003", "--mixed", "3"]
@@ -151,7 +151,9 @@ def test_few_shot_reads_each_arch_from_the_sub_supernet_of_its_first_mixer(bench
         first = entry["arch"]["layers"][0]["mixer"]
         state = read_checkpoint(runs / f"layer0_{first}").state
         # Resumed from the one-shot phase for the rest of the budget, slot 0 pinned.
-        assert state["step"] == 2 and state["config"]["init_from"] == str(runs / "one_shot")
+        assert state["step"] == 2 and state["config"]["init_from"] == str(
+            checkpoint_path((runs / "one_shot").resolve())
+        )
         assert {key for key in state["usage"] if key.startswith("0:")} == {f"0:{first}"}
     assert "few-shot (layer 0, split at step 4) vs standalone@all" in result.stdout
 
@@ -171,7 +173,9 @@ def test_few_shot_branch_continues_the_one_shot_schedule_and_lr_restarts_it(benc
     assert one_shot["step"] == 4 and one_shot["config"]["steps"] == 6
     for mixer in ("attention", "conv"):
         state = read_checkpoint(runs / f"layer0_{mixer}").state
-        assert state["step"] == 6 and state["config"]["branch_from"] == str(runs / "one_shot")
+        assert state["step"] == 6 and state["config"]["branch_from"] == str(
+            checkpoint_path((runs / "one_shot").resolve())
+        )
         # The one-shot phase's usage counts carry on: slot 0 ran the pinned mixer after it.
         assert state["usage"][f"0:{mixer}"] - one_shot["usage"].get(f"0:{mixer}", 0) == 2
     summary = json.loads((bench_files["out"] / "results.json").read_text())

@@ -16,7 +16,7 @@ import yaml
 
 from conftest import make_tiny_space
 from nas.cli import main
-from nas.supernet.checkpoint import load_supernet, read_checkpoint
+from nas.supernet.checkpoint import checkpoint_path, load_supernet, read_checkpoint
 from nas.supernet.few_shot import load_few_shot
 from nas.supernet.training import TrainConfig, lr_at, read_manifest
 
@@ -349,7 +349,12 @@ def test_init_from_a_run_and_bad_sources(files, capsys, tmp_path):
     base = ["train", "--space", files["space"], "--data", files["data"], *SMALL, "--steps", "2"]
     warm = tmp_path / "warm"
     assert main([*base, "--out", str(warm), "--init-from", str(files["out"])]) == 0
-    assert read_manifest(warm)["config"]["init_from"] == str(files["out"])
+    assert read_manifest(warm)["config"]["init_from"] == str(
+        checkpoint_path(files["out"].resolve())
+    )
+    # The same source named by its checkpoint file is the same run: it resumes.
+    source_file = str(checkpoint_path(files["out"]))
+    assert main([*base, "--out", str(warm), "--resume", "--init-from", source_file]) == 0
     capsys.readouterr()
     for source, match in (
         (tmp_path / "nope", "checkpoint not found"),
