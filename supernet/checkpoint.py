@@ -62,6 +62,12 @@ def checkpoint_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_FILE
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint file `path` names: a run folder's checkpoint, else `path` itself."""
+    path = Path(path)
+    return checkpoint_path(path) if path.is_dir() else path
+
+
 def save_checkpoint(
     path: str | Path,
     net: Supernet,
@@ -108,9 +114,7 @@ def read_checkpoint(path: str | Path, space: SearchSpace | None = None) -> Check
     Raises `CheckpointError`, one line naming the file, when it is missing, truncated,
     corrupted, not a supernet checkpoint, or for another space.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_FILE
+    path = checkpoint_file(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:

@@ -32,7 +32,14 @@ from nas.search_space.errors import ArchError, CheckpointError, DataError, NasEr
 
 from .atomic import atomic_write_json, atomic_write_text
 from .batches import BatchSampler, check_length, eval_batches
-from .checkpoint import Checkpoint, checkpoint_path, read_checkpoint, restore, save_checkpoint
+from .checkpoint import (
+    Checkpoint,
+    checkpoint_file,
+    checkpoint_path,
+    read_checkpoint,
+    restore,
+    save_checkpoint,
+)
 from .corpus import Corpus
 from .device import autocast, resolve_device
 from .sandwich import cross_entropy, sandwich_step
@@ -663,8 +670,7 @@ def _resolved_sources(config: TrainConfig) -> TrainConfig:
     def resolved(source: str) -> str:
         if not source:
             return ""
-        path = Path(source).expanduser().resolve()
-        return str(checkpoint_path(path) if path.is_dir() else path)  # as read_checkpoint
+        return str(checkpoint_file(Path(source).expanduser().resolve()))
 
     return replace(
         config, init_from=resolved(config.init_from), branch_from=resolved(config.branch_from)
