@@ -17,9 +17,11 @@
    Same batches (the first N of the run's stream), same optimizer, a cosine schedule over
    its N steps, once per peak lr of --standalone-lrs; the best validation loss counts, so
    each arch is compared with a baseline tuned for itself (linear attention wants a lower
-   lr than conv). For reference, each arch is also trained alone on the whole budget
-   (standalone@all). Results go to OUT/standalone/*.json (or --standalone-dir) and are
-   reused by a rerun with the same standalone settings, space, corpus and --eval-batches.
+   lr than conv). With --extend-lrs N, an arch that does best at the grid's lowest
+   (highest) lr also tries half (double) it, up to N times, until its best lr is inside.
+   For reference, each arch is also trained alone on the whole budget (standalone@all).
+   Results go to OUT/standalone/*.json (or --standalone-dir) and are reused by a rerun
+   with the same standalone settings, space, corpus and --eval-batches.
 5. Print per arch: tokens seen, inherited and standalone validation loss (nats/token,
    fixed batches of the validation split), the relative gap, and Kendall tau between the
    two rankings, with a 90% bootstrap interval over the archs (and, with --mixed 3 or
@@ -46,7 +48,7 @@ runs do not depend on them.
 Usage: python bench/bench_weight_sharing.py [--steps 800] [--batch-size 8] [--seq-len 64]
        [--out runs/bench_weight_sharing] [--space FILE] [--data PATH] [--eval-batches 32]
        [--distill-weight W] [--homogeneous-share S] [--standalone-lrs 0.001,0.003,0.006]
-       [--no-full-budget] [--family mixed0,mixed1] [--mixed 2|all]
+       [--extend-lrs N] [--no-full-budget] [--family mixed0,mixed1] [--mixed 2|all]
        [--finetune-steps 25,50] [--finetune-lr 0.001] [--fair] [--ffn-per-mixer]
        [--sandwich-random-mixers] [--few-shot 1[,2]] [--few-shot-split-at STEPS]
        [--few-shot-branch | --few-shot-lr LR] [--reference-seed 1]
@@ -68,7 +70,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.stats import kendalltau
-from standalone_runs import StandaloneRunner, mixer_removal, skipped, static_loss, train_step
+from standalone_runs import (
+    StandaloneRunner,
+    lr_past_edge,
+    mixer_removal,
+    skipped,
+    static_loss,
+    train_step,
+)
 
 import nas
 from nas import Arch, LayerArch
@@ -190,6 +199,36 @@ def _steps_list(text: str) -> tuple[int, ...]:
     return tuple(steps)
 
 
+def _best_standalone(
+    jobs: dict, runner: StandaloneRunner, archs: dict, config, args, folder: Path
+) -> dict[tuple[str, int], tuple[float, dict]]:
+    """(name, steps) -> (lr, record) of the best standalone run of each arch and budget,
+    over --standalone-lrs and, with --extend-lrs, the lrs past its edges (`lr_past_edge`).
+    `jobs` ((name, steps, lr) -> future) gains the runs this adds."""
+    pending = {(name, steps) for name, steps, _ in jobs}
+    while pending:
+        extra = {}
+        for name, steps in sorted(pending):
+            losses = {
+                lr: job.result()["val_loss"]
+                for (n, s, lr), job in jobs.items()
+                if (n, s) == (name, steps)
+            }
+            lr = lr_past_edge(losses, args.standalone_lrs, args.extend_lrs)
+            if lr is not None:
+                extra[name, steps, lr] = runner.submit(
+                    name, archs[name], replace(config, lr=lr), steps, folder
+                )
+        jobs.update(extra)
+        pending = {(name, steps) for name, steps, _ in extra}
+    best: dict[tuple[str, int], tuple[float, dict]] = {}
+    for (name, steps, lr), job in jobs.items():
+        record = job.result()
+        if (name, steps) not in best or record["val_loss"] < best[name, steps][1]["val_loss"]:
+            best[name, steps] = (lr, record)
+    return best
+
+
 def _name_list(text: str) -> tuple[str, ...]:
     """'mixed0,mixed1' -> ('mixed0', 'mixed1'); main checks them against `bench_archs`."""
     return tuple(n.strip() for n in text.split(",") if n.strip())
@@ -231,6 +270,15 @@ def main() -> None:
         type=_lr_list,
         default="0.001,0.003,0.006",
         help="comma-separated peak lrs each standalone run tries; the best validation loss counts",
+    )
+    parser.add_argument(
+        "--extend-lrs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="where an arch does best at the lowest (highest) lr of --standalone-lrs, also "
+        "try half (double) that lr, up to N steps past the grid's edge, until its best lr "
+        "has a tried lr on each side (default 0: the grid as given)",
     )
     parser.add_argument("--eval-batches", type=int, default=32, help="validation batches per arch")
     parser.add_argument("--seed", type=int, default=0)
@@ -331,6 +379,8 @@ def main() -> None:
         )
     if args.jobs < 1:
         parser.error("--jobs must be 1 or more")
+    if args.extend_lrs < 0:
+        parser.error(f"--extend-lrs must be 0 or more, got {args.extend_lrs}")
     if args.reference_seed is not None and not args.full_budget:
         parser.error("--reference-seed retrains the whole-budget runs; drop --no-full-budget")
     if args.reference_seed == args.seed:
@@ -459,11 +509,7 @@ def main() -> None:
 
     # (name, steps) -> (lr, record) of the best standalone run within the lr grid: a model
     # trained alone would be tuned for itself (linear attention wants a lower lr than conv).
-    best: dict[tuple[str, int], tuple[float, dict]] = {}
-    for (name, steps, lr), job in jobs.items():
-        record = job.result()
-        if (name, steps) not in best or record["val_loss"] < best[name, steps][1]["val_loss"]:
-            best[name, steps] = (lr, record)
+    best = _best_standalone(jobs, runner, archs, config, args, standalone_dir)
     results = {key: record["val_loss"] for key, (_, record) in best.items()}
     # The same whole-budget runs with another seed (kept in their own folder): how far two
     # trainings of the same archs agree, the most any ranking can be expected to agree.
@@ -533,6 +579,9 @@ def main() -> None:
         "standalone_same_tokens": {n: results[n, matched[n]] for n in archs},
         "standalone_lrs": lrs,
         "standalone_best_lr": {n: best[n, matched[n]][0] for n in archs},
+        "standalone_lrs_tried": {
+            n: sorted(lr for (m, s, lr) in jobs if (m, s) == (n, matched[n])) for n in archs
+        },
         "kendall_tau": tau,
         "kendall_tau_detail": taus,
         "max_abs_gap": worst,

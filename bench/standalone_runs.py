@@ -172,6 +172,27 @@ def standalone(
     return result
 
 
+def lr_past_edge(losses: dict[float, float], grid: list[float], extend: int) -> float | None:
+    """The next peak lr to try for one arch, given the validation loss at each lr tried.
+
+    A best lr at the edge of the tried ones says nothing about the lrs beyond it, so the
+    baseline would not be tuned for itself: try half the lowest lr where that one did
+    best, or double the highest where that one did, at most `extend` such steps past
+    either edge of `grid`. None once the best lr has a tried lr on each side (or the
+    limit is reached), and for a single lr, which is no grid to tune on.
+    """
+    if len(losses) < 2 or extend < 1:
+        return None
+    tried = sorted(losses)
+    best = min(tried, key=losses.__getitem__)
+    # A relative margin: halving and doubling floats need not land on grid[0] / 2**extend.
+    if best == tried[0] and best / 2 >= grid[0] / 2**extend * (1 - 1e-9):
+        return best / 2
+    if best == tried[-1] and best * 2 <= grid[-1] * 2**extend * (1 + 1e-9):
+        return best * 2
+    return None
+
+
 # What every standalone job of a run shares; set once per process by `_setup`.
 _SHARED: dict = {}
 

@@ -245,6 +245,26 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_extend_lrs_tries_past_the_edge_of_the_grid_where_the_best_lr_sits(bench_files, bench):
+    # With two lrs the best is always at an edge: each arch tries one more lr, half the
+    # lower one where that did best and double the higher one where that did.
+    result = bench("--no-full-budget", "--standalone-lrs", "0.003,0.006", "--extend-lrs", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((bench_files["out"] / "results.json").read_text())
+    folder = bench_files["out"] / "standalone"
+    for name, tried in summary["standalone_lrs_tried"].items():
+        loss = {
+            lr: json.loads(next(folder.glob(f"{name}-*-lr{lr:g}.json")).read_text())["val_loss"]
+            for lr in tried
+        }
+        assert len(tried) == 3
+        past = 0.0015 if loss[0.003] <= loss[0.006] else 0.012
+        assert past in tried, (name, loss)
+        best = min(loss, key=loss.__getitem__)
+        assert summary["standalone_best_lr"][name] == best
+        assert summary["standalone_same_tokens"][name] == loss[best]
+
+
 def test_workers_end_when_the_bench_is_killed(bench_files, run_bench_process):
     """kill -9 on a bench with --jobs 2 leaves no worker behind still training."""
     steps = ["--steps", "3000"]  # long enough to be killed mid-run
@@ -279,6 +299,7 @@ def _is_python(pid: int) -> bool:
         (["--reference-seed", "0"], "must differ from --seed"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--jobs", "0"], "--jobs must be 1 or more"),
+        (["--extend-lrs", "-1"], "--extend-lrs must be 0 or more, got -1"),
         (["--mixed", "all"], "more than 64; give a count of random archs instead"),
         (["--mixed", "some"], "'some' is not a count or 'all'"),
         (["--few-shot", "0,1"], "need layer slots every arch has, 0 to 0"),
