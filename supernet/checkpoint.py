@@ -47,6 +47,7 @@ class Checkpoint:
     optim_tensors: dict[str, torch.Tensor]  # "<param name>.<key>" -> optimizer state tensor
     optim_meta: dict[str, Any]  # param groups (hyper-parameters, param names), scalar state
     state: dict[str, Any]  # training state: step, RNG states, config, ...
+    digest: str = ""  # SHA-256 of its contents, verified on reading: which checkpoint it is
 
     @property
     def step(self) -> int:
@@ -158,6 +159,7 @@ def read_checkpoint(path: str | Path, space: SearchSpace | None = None) -> Check
         optim_tensors={k[len(_OPTIM) :]: v for k, v in tensors.items() if k.startswith(_OPTIM)},
         optim_meta=optim_meta,
         state=state,
+        digest=meta["digest"],
     )
 
 

@@ -366,7 +366,7 @@ def train(
             )
         ckpt = read_checkpoint(ckpt_file, space)
         saved = _resolved_sources(TrainConfig.from_dict(ckpt.state.get("config", {})))
-        if saved != config:
+        if saved != config and not _moved_sources(saved, config, ckpt):
             raise CheckpointError(f"{ckpt_file}: {_config_diff(saved, config)}")
         _check_same_data(ckpt, corpus)
 
@@ -386,13 +386,18 @@ def train(
     metrics = MetricsLog(run_dir / METRICS_FILE)
     usage: Counter[str] = Counter()  # steps in which each layer slot's mixer weights trained
     step = 0
+    # Which checkpoint the run started from, kept so that a resume can tell that source,
+    # moved to another path (a few-shot folder moved whole), from another run.
+    source_digest = "" if ckpt is None else ckpt.state.get("source_digest", "")
     if ckpt is None and config.init_from:
         source = read_checkpoint(config.init_from, space)
+        source_digest = source.digest
         restore(source, net)
         # Continue the source's streams, so that the new run draws batches it has not seen.
         streams.set_state(source.state)
     if ckpt is None and config.branch_from:
         source = read_checkpoint(config.branch_from, space)
+        source_digest = source.digest
         _check_branch(source, config, corpus)
         restore(source, net, optimizer)
         streams.set_state(source.state)
@@ -419,6 +424,7 @@ def train(
             "config": config.to_dict(),
             "data": _data_ref(corpus),
             "usage": dict(sorted(usage.items())),
+            "source_digest": source_digest,
             **streams.state(),
         }
         save_checkpoint(ckpt_file, net, optimizer, state)
@@ -675,6 +681,26 @@ def _resolved_sources(config: TrainConfig) -> TrainConfig:
     return replace(
         config, init_from=resolved(config.init_from), branch_from=resolved(config.branch_from)
     )
+
+
+def _moved_sources(saved: TrainConfig, given: TrainConfig, ckpt: Checkpoint) -> bool:
+    """Whether `given` is the resumed run's config `saved` with its source at another path:
+    the same settings and kind of source, and the source given is the very checkpoint the
+    run started from (the digest it recorded), so a moved run folder resumes."""
+    recorded = ckpt.state.get("source_digest")
+    source = given.init_from or given.branch_from
+    same_kind = (bool(saved.init_from), bool(saved.branch_from)) == (
+        bool(given.init_from),
+        bool(given.branch_from),
+    )
+    if not (recorded and source and same_kind):
+        return False
+    if replace(given, init_from=saved.init_from, branch_from=saved.branch_from) != saved:
+        return False
+    try:
+        return read_checkpoint(source).digest == recorded
+    except CheckpointError:
+        return False
 
 
 def _config_diff(saved: TrainConfig, given: TrainConfig) -> str:

@@ -98,6 +98,24 @@ def test_a_rerun_needs_resume_and_the_same_split_and_resume_trains_what_is_missi
     assert read_checkpoint(lost).state["step"] == 2
 
 
+def test_a_moved_few_shot_folder_resumes(two_mixers, corpus, tmp_path):
+    config = TrainConfig(steps=4, **TINY)
+    runs = train_few_shot(
+        two_mixers, corpus, config, (1,), 2, tmp_path / "fs", device="cpu", progress=False
+    )
+    (tmp_path / "archive").mkdir()
+    moved = (tmp_path / "fs").rename(tmp_path / "archive" / "fs")
+    kept, lost = (moved / runs.subs[m].name for m in (("attention",), ("conv",)))
+    before = _train_records(kept)
+    shutil.rmtree(lost)  # as if killed before the last sub-supernet
+    train_few_shot(two_mixers, corpus, config, (1,), 2, moved, resume=True, progress=False)
+    assert _train_records(kept) == before
+    assert read_checkpoint(lost).state["step"] == 2
+    assert read_checkpoint(lost).state["config"]["init_from"] == str(
+        checkpoint_path(moved.resolve() / "one_shot")
+    )
+
+
 def test_split_at_step_0_trains_the_sub_supernets_from_scratch(two_mixers, corpus, tmp_path):
     config = TrainConfig(steps=3, **TINY)
     runs = train_few_shot(

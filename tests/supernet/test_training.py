@@ -15,7 +15,7 @@ from conftest import make_tiny_space
 from nas import Arch, ArchError, CheckpointError, DataError, DeviceError, LayerArch, Supernet
 from nas.search_space.errors import NasError
 from nas.supernet.batches import eval_batches
-from nas.supernet.checkpoint import load_supernet, read_checkpoint
+from nas.supernet.checkpoint import checkpoint_path, load_supernet, read_checkpoint
 from nas.supernet.corpus import load_corpus
 from nas.supernet.device import resolve_device
 from nas.supernet.sandwich import (
@@ -436,6 +436,30 @@ def test_init_from_starts_at_another_runs_weights(tiny_space, corpus, tmp_path):
     with pytest.raises(CheckpointError, match="another search space"):
         train(other, corpus, bad, tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_run_resumes_from_its_source_moved_but_not_from_another_source(
+    tiny_space, corpus, tmp_path
+):
+    train(tiny_space, corpus, TrainConfig(steps=2, **TINY), tmp_path / "a", progress=False)
+    warm = TrainConfig(steps=3, init_from=str(tmp_path / "a"), **TINY)
+    train(tiny_space, corpus, warm, tmp_path / "warm", progress=False, stop_after=1)
+    # The source moves: the run is told its new place, and resumes where it stopped.
+    (tmp_path / "a").rename(tmp_path / "moved")
+    moved = replace(warm, init_from=str(tmp_path / "moved"))
+    train(tiny_space, corpus, moved, tmp_path / "warm", resume=True, progress=False, stop_after=2)
+    state = read_checkpoint(tmp_path / "warm").state
+    assert state["step"] == 2
+    assert state["config"]["init_from"] == str(checkpoint_path((tmp_path / "moved").resolve()))
+    # Another run where the source was (other weights) is not its source: refused.
+    other = TrainConfig(steps=2, seed=1, **TINY)
+    train(tiny_space, corpus, other, tmp_path / "a", progress=False)
+    with pytest.raises(CheckpointError, match="a resumed run keeps its settings; this run has"):
+        train(tiny_space, corpus, warm, tmp_path / "warm", resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="keeps its settings"):  # nor are other settings
+        train(tiny_space, corpus, replace(moved, lr=1e-3), tmp_path / "warm", resume=True)
+    train(tiny_space, corpus, moved, tmp_path / "warm", resume=True, progress=False)
+    assert read_checkpoint(tmp_path / "warm").state["step"] == 3
 
 
 def test_a_branch_continues_its_source_as_one_run(tiny_space, corpus, tmp_path):
