@@ -64,6 +64,7 @@ import argparse
 import itertools
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 
@@ -199,6 +200,11 @@ def _steps_list(text: str) -> tuple[int, ...]:
     return tuple(steps)
 
 
+def _runs_of(jobs: dict, name: str, steps: int) -> dict[float, Future]:
+    """lr -> the standalone run of arch `name` for `steps` steps at that lr, from `jobs`."""
+    return {lr: job for (n, s, lr), job in jobs.items() if (n, s) == (name, steps)}
+
+
 def _best_standalone(
     jobs: dict, runner: StandaloneRunner, archs: dict, config, args, folder: Path
 ) -> dict[tuple[str, int], tuple[float, dict]]:
@@ -209,11 +215,8 @@ def _best_standalone(
     while pending:
         extra = {}
         for name, steps in sorted(pending):
-            losses = {
-                lr: job.result()["val_loss"]
-                for (n, s, lr), job in jobs.items()
-                if (n, s) == (name, steps)
-            }
+            runs = _runs_of(jobs, name, steps)
+            losses = {lr: job.result()["val_loss"] for lr, job in runs.items()}
             lr = lr_past_edge(losses, args.standalone_lrs, args.extend_lrs)
             if lr is not None:
                 extra[name, steps, lr] = runner.submit(
@@ -579,9 +582,7 @@ def main() -> None:
         "standalone_same_tokens": {n: results[n, matched[n]] for n in archs},
         "standalone_lrs": lrs,
         "standalone_best_lr": {n: best[n, matched[n]][0] for n in archs},
-        "standalone_lrs_tried": {
-            n: sorted(lr for (m, s, lr) in jobs if (m, s) == (n, matched[n])) for n in archs
-        },
+        "standalone_lrs_tried": {n: sorted(_runs_of(jobs, n, matched[n])) for n in archs},
         "kendall_tau": tau,
         "kendall_tau_detail": taus,
         "max_abs_gap": worst,

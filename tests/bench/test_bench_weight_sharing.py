@@ -244,7 +244,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_extend_lrs_tries_past_the_edge_of_the_grid_where_the_best_lr_sits(bench_files, bench):
     # With two lrs the best is always at an edge: each arch tries one more lr, half the
     # lower one where that did best and double the higher one where that did.
@@ -265,6 +264,7 @@ def test_extend_lrs_tries_past_the_edge_of_the_grid_where_the_best_lr_sits(bench
         assert summary["standalone_same_tokens"][name] == loss[best]
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_workers_end_when_the_bench_is_killed(bench_files, run_bench_process):
     """kill -9 on a bench with --jobs 2 leaves no worker behind still training."""
     steps = ["--steps", "3000"]  # long enough to be killed mid-run
