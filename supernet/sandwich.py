@@ -13,6 +13,9 @@ An arch drawn more than once in a step runs once, its loss weighted by how often
 drawn: on one batch its passes would give the same gradient each time. This matters in a
 few-shot sub-supernet with most layers pinned, where the sandwich keeps drawing the same
 two archs (four passes a step, two of them repeats).
+
+`family_step` is the step without the sandwich: given archs learn the targets alone (a
+fine-tune of the archs a search picked, from their inherited weights).
 """
 
 from __future__ import annotations
@@ -104,4 +107,40 @@ def sandwich_step(
                 losses["smallest"] = ce_e.item()
         (n * total).backward()
         del outs
+    return losses
+
+
+def family_step(
+    net: Supernet,
+    inputs: Tensor,
+    targets: Tensor,
+    archs: list[Arch],
+    early_exit_weight: float,
+    device: torch.device,
+) -> dict[str, float]:
+    """Forward and backward of each arch in `archs` on one batch, without the sandwich.
+
+    Each arch learns the targets alone (cross-entropy, no teacher) at every exit it
+    passes, weighted as in `sandwich_step`; with `early_exit_weight` 0 only its own exit
+    runs, as the others would add nothing to the gradient. Gradients accumulate into
+    `net`'s parameters, which only the archs' own slices of the weights receive; the
+    caller zeroes them before and steps after. inputs, targets: (B, T) on `device`.
+    A repeated arch runs once with its loss weighted by its repeats.
+    Returns each arch's cross-entropy (nats/token) at its own exit as "family<i>" (i its
+    index in `archs`), and the number of forward passes run, as "passes".
+    """
+    space = net.space
+    repeats = Counter(archs)
+    own_loss: dict[Arch, float] = {}
+    for arch, n in repeats.items():
+        exits = exits_upto(space, arch.depth) if early_exit_weight > 0 else [arch.depth]
+        with autocast(device):
+            outs = net(inputs, arch, exits=exits)  # {exit: (B, T, V)}
+        weights = exit_weights(exits, early_exit_weight)
+        ce = {e: cross_entropy(outs[e], targets) for e in exits}
+        (n * sum(weights[e] * ce[e] for e in exits)).backward()
+        own_loss[arch] = ce[arch.depth].item()
+        del outs
+    losses = {f"family{i}": own_loss[arch] for i, arch in enumerate(archs)}
+    losses["passes"] = len(repeats)
     return losses

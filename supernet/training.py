@@ -3,6 +3,8 @@
 Each step draws one batch and runs `sandwich.sandwich_step` on it (the largest arch, the
 smallest, and `random_archs` sampled archs, with in-place distillation and a loss at
 every exit), clips the gradients, and steps AdamW with a warmup + cosine learning rate.
+With `sandwich=False` a step runs `sandwich.family_step` instead: the family archs
+alone, on the targets (a fine-tune of a search's candidates from a trained supernet).
 At intervals it measures the validation loss of fixed reference archs, appends metrics
 to a JSONL file, and writes a checkpoint.
 
@@ -42,7 +44,7 @@ from .checkpoint import (
 )
 from .corpus import Corpus
 from .device import autocast, resolve_device
-from .sandwich import cross_entropy, sandwich_step
+from .sandwich import cross_entropy, family_step, sandwich_step
 from .supernet import Supernet
 
 Tensor = torch.Tensor
@@ -103,6 +105,10 @@ class TrainConfig:
     # layers: its weights never have to serve the other mixers' archs. Started from a
     # one-shot run (`init_from`), one such run per mixer is the few-shot supernet.
     pinned_mixers: tuple[str, ...] = ()
+    # False: train only the `family` archs, on the targets' cross-entropy at every exit
+    # they pass; no largest, smallest or random archs, and only the family is validated.
+    # Fine-tunes a search's candidates from their inherited weights (search/rerank.py).
+    sandwich: bool = True
     lr: float = 3e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio at the last step
     warmup_steps: int = 20  # linear warmup from lr / warmup_steps to lr
@@ -137,6 +143,10 @@ class TrainConfig:
                 problems.append(f"pinned_mixers: {pin!r} is not SLOT:MIXER (e.g. 0:conv)")
         if self.init_from and self.branch_from:
             problems.append("init_from and branch_from exclude each other")
+        if not self.sandwich and not self.family:
+            problems.append("sandwich=False trains only the family, which is empty")
+        if not self.sandwich and (self.fair or self.sandwich_random_mixers):
+            problems.append("fair and sandwich_random_mixers shape the sandwich; sandwich=False")
         if problems:
             raise NasError("training config: " + "; ".join(problems))
         object.__setattr__(self, "family", tuple(self.family))  # JSON gives a list
@@ -380,7 +390,7 @@ def train(
             corpus.train, config.batch_size, config.seq_len, np.random.default_rng([config.seed, 2])
         ),
     )
-    refs = reference_archs(space, config.reference_archs, pins)
+    refs = reference_archs(space, config.reference_archs, pins) if config.sandwich else {}
     refs.update({f"family{i}": arch for i, arch in enumerate(family)})  # validated too
     val_batches = eval_batches(corpus.val, config.batch_size, config.seq_len, config.eval_batches)
     metrics = MetricsLog(run_dir / METRICS_FILE)
@@ -429,7 +439,6 @@ def train(
         }
         save_checkpoint(ckpt_file, net, optimizer, state)
 
-    largest, smallest = pinned_extremes(space, pins)
     tokens_per_step = config.batch_size * config.seq_len
     last = config.steps if stop_after is None else min(config.steps, stop_after)
     val: dict[str, float] = {}
@@ -440,34 +449,27 @@ def train(
             lr = lr_at(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            step_largest, step_smallest = largest, smallest
-            if config.sandwich_random_mixers:
-                top = random_mixers(space, streams.archs, largest.depth)
-                bottom = random_mixers(space, streams.archs, smallest.depth)
-                step_largest = space.largest(pinned(top, pins))
-                step_smallest = space.smallest(pinned(bottom, pins))
-            students = [step_smallest, *family] + (
-                fair_students(space, streams.archs, pins)
-                if config.fair
-                else [
-                    sample_student(space, streams.archs, config.homogeneous_share, pins)
-                    for _ in range(config.random_archs)
-                ]
-            )
-            usage.update(_parts_used([step_largest, *students]))
+            if config.sandwich:
+                step_largest, students = _sandwich_archs(space, config, family, pins, streams)
+                usage.update(_parts_used([step_largest, *students]))
+            else:
+                usage.update(_parts_used(family))
             inputs, targets = streams.batches.next()
             inputs, targets = inputs.to(device), targets.to(device)  # (B, T)
             optimizer.zero_grad(set_to_none=True)
-            losses = sandwich_step(
-                net,
-                inputs,
-                targets,
-                step_largest,
-                students,
-                config.distill_weight,
-                config.early_exit_weight,
-                device,
-            )
+            if config.sandwich:
+                losses = sandwich_step(
+                    net,
+                    inputs,
+                    targets,
+                    step_largest,
+                    students,
+                    config.distill_weight,
+                    config.early_exit_weight,
+                    device,
+                )
+            else:
+                losses = family_step(net, inputs, targets, family, config.early_exit_weight, device)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             step += 1
@@ -479,8 +481,7 @@ def train(
                     "step": step,
                     "tokens": step * tokens_per_step,
                     "lr": lr,
-                    "loss_largest": losses["largest"],
-                    "loss_smallest": losses["smallest"],
+                    **_train_losses(losses),
                     "passes": losses["passes"],  # forward+backward passes, repeats merged
                     "grad_norm": float(grad_norm),
                     "tokens_per_s": tokens_per_step / seconds,
@@ -492,11 +493,7 @@ def train(
             if step % config.checkpoint_every == 0 or step == last:
                 checkpoint(step)
             bar.update(1)
-            bar.set_postfix_str(
-                f"tok/s={tokens_per_step / seconds:,.0f} L={losses['largest']:.3f} "
-                f"S={losses['smallest']:.3f}" + (f" val(L)={val['largest']:.3f}" if val else ""),
-                refresh=False,
-            )
+            bar.set_postfix_str(_postfix(tokens_per_step / seconds, losses, val), refresh=False)
     if step == config.steps and not val:
         # Resumed exactly at the end: report the last validation the run recorded.
         evals = [r for r in metrics.read() if r.get("kind") == "eval"]
@@ -514,6 +511,32 @@ def train(
         val_loss=val,
         seconds=time.perf_counter() - started,
     )
+
+
+def _sandwich_archs(
+    space: SearchSpace,
+    config: TrainConfig,
+    family: list[Arch],
+    pins: dict[int, str],
+    streams: _Streams,
+) -> tuple[Arch, list[Arch]]:
+    """One step's sandwich: the largest arch, and its students (the smallest arch, the
+    family, then the random or fair archs), drawn from the run's arch stream."""
+    largest, smallest = pinned_extremes(space, pins)
+    if config.sandwich_random_mixers:
+        top = random_mixers(space, streams.archs, largest.depth)
+        bottom = random_mixers(space, streams.archs, smallest.depth)
+        largest = space.largest(pinned(top, pins))
+        smallest = space.smallest(pinned(bottom, pins))
+    students = [smallest, *family] + (
+        fair_students(space, streams.archs, pins)
+        if config.fair
+        else [
+            sample_student(space, streams.archs, config.homogeneous_share, pins)
+            for _ in range(config.random_archs)
+        ]
+    )
+    return largest, students
 
 
 def sample_student(
@@ -611,6 +634,25 @@ def exposure_steps(
         for i, layer in enumerate(arch.layers)
     ]
     return sum(counts) / len(counts)
+
+
+def _train_losses(losses: dict[str, float]) -> dict[str, Any]:
+    """A step's losses as its metrics record names them: loss_largest and loss_smallest of
+    a sandwich step, loss_family (one per family arch, in order) of a family-only step."""
+    if "largest" in losses:
+        return {"loss_largest": losses["largest"], "loss_smallest": losses["smallest"]}
+    family = sorted((k for k in losses if k.startswith("family")), key=lambda k: int(k[6:]))
+    return {"loss_family": [losses[k] for k in family]}
+
+
+def _postfix(tokens_per_s: float, losses: dict[str, float], val: dict[str, float]) -> str:
+    """The progress bar's summary of a step: throughput, train losses, last validation."""
+    if "largest" in losses:
+        text = f"L={losses['largest']:.3f} S={losses['smallest']:.3f}"
+        text += f" val(L)={val['largest']:.3f}" if val else ""
+    else:  # a family-only step: its first arch
+        text = f"F0={losses['family0']:.3f}" + (f" val(F0)={val['family0']:.3f}" if val else "")
+    return f"tok/s={tokens_per_s:,.0f} {text}"
 
 
 def _parts_used(archs: list[Arch]) -> set[str]:

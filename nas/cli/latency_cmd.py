@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from nas.search.drift import measure_drift
 from nas.search.measure import Measurer
 from nas.search.profile import check_device, check_space, load_profile
 
 from .common import load_arch, load_space
 from .profile_cmd import add_workload_arguments, load_or_build
+
+DRIFT_ARCHS = 3  # profile archs re-timed by --measure to see how far the host has moved
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="use this profile file (its own workload) instead of the cached one",
     )
     add_workload_arguments(parser)
-    parser.add_argument("--measure", action="store_true", help="also measure it on this device")
+    parser.add_argument(
+        "--measure",
+        action="store_true",
+        help="also measure it on this device, and re-time a few of the profile's archs to "
+        "see how far the host's speed has drifted since the profile was built",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=cmd_latency)
 
@@ -51,21 +59,33 @@ def cmd_latency(args: argparse.Namespace) -> int:
         "profile": str(path),
         "profile_mape_pct": ours.mape if ours else None,
     }
-    measurement = None
+    measurement = drift = None
     if args.measure:
         check_device(profile)
+        drift = measure_drift(profile, space, n=DRIFT_ARCHS)
         measurement = Measurer(profile.workload, profile.config.measure).measure_arch(space, arch)
-        out["measured_ms"] = measurement.median_ms
-        out["error_pct"] = (predicted - measurement.median_ms) / measurement.median_ms * 100
+        measured = measurement.median_ms
+        out["measured_ms"] = measured
+        out["error_pct"] = (predicted - measured) / measured * 100  # of the raw prediction
+        out["error_refers_to"] = "predicted_ms"
         out["measurement"] = measurement.to_dict()
+        out["drift"] = drift.to_dict()
+        out["predicted_scaled_ms"] = drift.scaled(predicted)
+        out["error_scaled_pct"] = (out["predicted_scaled_ms"] - measured) / measured * 100
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
     print(f"arch {arch.id}: predicted {predicted:.3f} ms  ({profile.workload})")
-    if measurement is not None:
+    if measurement is not None and drift is not None:
         print(
             f"  measured {measurement.median_ms:.3f} ms (median of {measurement.runs} runs, "
-            f"IQR/median {measurement.rel_iqr:.1%}); prediction error {out['error_pct']:+.1f}%"
+            f"IQR/median {measurement.rel_iqr:.1%}); prediction error {out['error_pct']:+.1f}% "
+            "(raw prediction)"
+        )
+        print(f"  {drift.line()}")
+        print(
+            f"  drift-scaled prediction {out['predicted_scaled_ms']:.3f} ms "
+            f"(x{drift.scale:.3f}): error {out['error_scaled_pct']:+.1f}%"
         )
     if ours is not None:
         print(

@@ -515,3 +515,80 @@ def test_a_branch_is_refused_unless_it_only_adds_pins(tiny_space, corpus, tmp_pa
     assert not (tmp_path / "bad").exists()
     with pytest.raises(NasError, match="exclude each other"):
         replace(config, branch_from="a", init_from="b")
+
+
+def _outside_prefix(module, dims):
+    """{param name: boolean mask of the entries past the prefix `dims`} of an unchunked
+    ElasticParams: the widths that an arch of those dims never reads."""
+    masks = {}
+    for spec in module.specs:
+        param = getattr(module, spec.name)
+        inside = torch.zeros_like(param, dtype=torch.bool)
+        prefix = tuple(slice(0, dims[k]) for k in spec.dims)
+        inside[(slice(None), *prefix) if spec.pack > 1 else prefix] = True
+        masks[spec.name] = ~inside
+    return masks
+
+
+def test_a_family_only_run_trains_only_the_family_arch_weights(tiny_space, corpus, tmp_path):
+    source = train(
+        tiny_space, corpus, TrainConfig(steps=4, **TINY), tmp_path / "src", progress=False
+    )
+    # Narrower than the space (16 of 32), shallower (2 of 3 layers), one head of two.
+    arch = Arch(16, (LayerArch("attention", heads=1, ffn=32), LayerArch("conv", ffn=0)))
+    config = TrainConfig(
+        steps=8,
+        family=(arch.to_json(),),
+        sandwich=False,
+        init_from=str(source.checkpoint),
+        weight_decay=0.0,  # decay would shrink whole matrices, prefixes and the rest alike
+        lr=1e-3,
+        **{**TINY, "reference_archs": 4},
+    )
+    tuned = train(tiny_space, corpus, config, tmp_path / "tuned", progress=False)
+    before, after = load_supernet(source.checkpoint), load_supernet(tuned.checkpoint)
+    b, a = dict(before.named_parameters()), dict(after.named_parameters())
+    dims = before.consts.dims
+    read = {  # part the arch reads -> the dims it reads it at
+        "blocks.0.norm_mix": dims(16),
+        "blocks.0.mixers.attention": dims(16, 1),
+        "blocks.0.norm_ffn": dims(16),
+        "blocks.0.ffn": dims(16, 1, 32),
+        "blocks.1.norm_mix": dims(16),
+        "blocks.1.mixers.conv": dims(16),
+    }
+    outside = {
+        f"{part}.{name}": mask
+        for part, part_dims in read.items()
+        for name, mask in _outside_prefix(before.get_submodule(part), part_dims).items()
+    }
+    for name in b:
+        if name in outside:  # changed inside the arch's prefix only
+            assert not torch.equal(b[name], a[name]), name
+            assert torch.equal(b[name][outside[name]], a[name][outside[name]]), name
+        elif name.startswith(("embedding.", "exits.1.", "exits.2.")) and not name.endswith("_16"):
+            assert not torch.equal(b[name], a[name]), name  # all but the chunk past width 16
+        else:  # other mixers, layer 2, layer 1's FFN, exit 3, the chunks past width 16
+            assert torch.equal(b[name], a[name]), name
+    # Only the family is trained and validated, and its loss goes down.
+    records = MetricsLog(tuned.run_dir / METRICS_FILE).read()
+    steps = [r for r in records if r["kind"] == "train"]
+    assert all(r["passes"] == 1 and len(r["loss_family"]) == 1 for r in steps)
+    assert set(read_manifest(tuned.run_dir)["reference_archs"]) == {"family0"}
+    batches = eval_batches(corpus.val, 2, 16, 8)
+    cpu = torch.device("cpu")
+    assert (
+        evaluate(after, {"a": arch}, batches, cpu)["a"]
+        < evaluate(before, {"a": arch}, batches, cpu)["a"] - 0.05
+    )
+    usage = read_checkpoint(tuned.checkpoint).state["usage"]
+    assert usage == {usage_key(0, "attention"): 8, usage_key(1, "conv"): 8}
+
+
+def test_sandwich_false_needs_a_family_and_round_trips(tiny_space):
+    with pytest.raises(NasError, match="sandwich=False trains only the family"):
+        TrainConfig(sandwich=False)
+    with pytest.raises(NasError, match="need sandwich=True|shape the sandwich"):
+        TrainConfig(sandwich=False, family=_mixed_family(tiny_space), fair=True)
+    config = TrainConfig(sandwich=False, family=_mixed_family(tiny_space))
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

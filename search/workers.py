@@ -1,0 +1,413 @@
+"""Evaluation pools: where the search's archs get their inherited losses.
+
+The driver submits (key, arch) pairs and collects `EvalResult`s as they finish:
+
+- `InProcessPool` evaluates in this process, one arch at a time (`--workers 0`: no Ray).
+- `RayPool` runs long-lived Ray actors, each holding one `Evaluator` built once from a
+  payload put in the object store once, so an evaluation ships only its arch. It keeps
+  one evaluation in flight per actor, retries an arch whose actor died (killed, out of
+  memory, node lost) on another actor, and replaces dead actors while the cluster has
+  room for them.
+
+Both pools have `size`, `submit`, `wait`, `pending` and `close`; `submit` never blocks
+(archs beyond `size` queue), and `wait` returns at least one result unless nothing is
+pending or its timeout passes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from nas.search_space import Arch
+
+from .evaluator import EvalPayload, Evaluator
+
+
+@dataclass
+class EvalResult:
+    """The outcome of evaluating one arch."""
+
+    key: int  # the id the driver gave (a trial number)
+    arch: Arch
+    loss: float | None  # mean validation CE, nats/token; None when it failed
+    error: str  # "" when ok, else one line
+    node: str  # where it ran: "IP node <node id prefix>"; the hostname in-process
+    worker: str  # which worker: "actor <id prefix> pid N"; "in-process pid N"
+    seconds: float  # evaluation time inside the worker, s
+    attempts: int  # times it was dispatched (1 unless its worker died)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+def _timed_loss(evaluator: Evaluator, arch: Arch) -> tuple[float | None, str, float]:
+    """(loss, error line, seconds). An evaluator error (a bad arch) is a result, not a
+    crash: it would fail the same way anywhere, so it is reported rather than retried."""
+    start = time.perf_counter()
+    try:
+        loss, error = float(evaluator.loss(arch)), ""
+    except Exception as err:  # noqa: BLE001 - any evaluator error becomes the result's line
+        loss, error = None, _one_line(err)
+    return loss, error, time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------- in-process
+class InProcessPool:
+    """Evaluates in this process, one arch per `wait` call. No Ray involved."""
+
+    def __init__(self, payload: EvalPayload):
+        self.evaluator = Evaluator(payload)
+        self.size = 1  # evaluations that can run at once
+        self._queue: deque[tuple[int, Arch]] = deque()
+        self._node = socket.gethostname()
+        self._worker = f"in-process pid {os.getpid()}"
+
+    def submit(self, key: int, arch: Arch) -> None:
+        """Queue `arch` under `key`; it is evaluated by a later `wait`."""
+        self._queue.append((key, arch))
+
+    def wait(self, timeout: float | None = None) -> list[EvalResult]:
+        """Evaluate the oldest queued arch and return its result ([] if none is queued).
+
+        `timeout` is accepted for the common interface; an evaluation is not interrupted."""
+        if not self._queue:
+            return []
+        key, arch = self._queue.popleft()
+        loss, error, seconds = _timed_loss(self.evaluator, arch)
+        return [EvalResult(key, arch, loss, error, self._node, self._worker, seconds, 1)]
+
+    def pending(self) -> int:
+        """Archs submitted and not yet returned by `wait`."""
+        return len(self._queue)
+
+    def close(self) -> None:
+        """Drop whatever is still queued."""
+        self._queue.clear()
+
+    def __enter__(self) -> InProcessPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------- Ray actor
+class EvalWorker:
+    """The body of a Ray evaluation actor: one `Evaluator`, many archs.
+
+    It receives the payload's ObjectRef wrapped in a list, so that Ray hands over the ref
+    itself and the actor reads the payload from the object store (zero-copy on its node).
+    """
+
+    def __init__(self, payload_ref: list[Any], threads: int):
+        import ray
+        import torch
+
+        torch.set_num_threads(threads)  # workers share the node's cores; no oversubscription
+        self.payload_id = payload_ref[0].hex()  # which object it read, for checks
+        self.builds = 0
+        self.evaluations = 0
+        self.start_error = ""
+        ctx = ray.get_runtime_context()
+        node_id = ctx.get_node_id()
+        self.info = {
+            "pid": os.getpid(),
+            "node_id": node_id,
+            "node": f"{ray.util.get_node_ip_address()} node {node_id[:8]}",
+            "worker": f"actor {ctx.get_actor_id()[:8]} pid {os.getpid()}",
+        }
+        try:
+            self.evaluator: Evaluator | None = Evaluator(ray.get(payload_ref[0]))
+            self.builds += 1
+        except Exception as err:  # noqa: BLE001 - reported by ready(); the pool stops using it
+            self.evaluator, self.start_error = None, _one_line(err)
+
+    def ready(self) -> dict[str, Any]:
+        """Where this actor runs, and the error that stopped its evaluator from building."""
+        return {**self.info, "error": self.start_error}
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for checks: which payload object it holds, how often it built and ran."""
+        return {
+            **self.info,
+            "payload_id": self.payload_id,
+            "builds": self.builds,
+            "evaluations": self.evaluations,
+        }
+
+    def evaluate(self, arch: Arch) -> tuple[float | None, str, float]:
+        """(loss, error line, seconds) of `arch`."""
+        assert self.evaluator is not None, "the pool never sends work to an actor that failed"
+        self.evaluations += 1
+        return _timed_loss(self.evaluator, arch)
+
+
+_ACTOR_CLASS: Any = None
+
+
+def _actor_class() -> Any:
+    """`EvalWorker` as a Ray actor class (made on first use, so importing this module
+    never imports Ray)."""
+    global _ACTOR_CLASS
+    if _ACTOR_CLASS is None:
+        import ray
+
+        _ACTOR_CLASS = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(EvalWorker)
+    return _ACTOR_CLASS
+
+
+@dataclass
+class _Job:
+    key: int
+    arch: Arch
+    attempts: int = 0  # dispatches so far
+    errors: list[str] = field(default_factory=list)  # why earlier attempts failed
+
+
+@dataclass
+class _Actor:
+    handle: Any
+    started: float  # time.monotonic() at creation
+    info: dict[str, Any] = field(default_factory=dict)  # from ready(): pid, node, worker
+
+
+# ---------------------------------------------------------------------- Ray pool
+class RayPool:
+    """Evaluates on `workers` long-lived Ray actors (Ray must already be connected).
+
+    Each actor asks Ray for 1 CPU and uses `threads_per_worker` torch threads. An arch
+    whose actor dies is retried on another one, up to `max_attempts` dispatches in all;
+    then its result has loss None and the error. Dead actors are replaced (at most
+    `workers * max_attempts` replacements in a pool's life); an actor that has not started
+    within `start_timeout_s` (no free CPU left in the cluster) is given up, and the pool
+    goes on with the live ones. With none left, pending archs fail instead of hanging.
+    """
+
+    def __init__(
+        self,
+        payload: EvalPayload,
+        workers: int,
+        threads_per_worker: int = 1,
+        max_attempts: int = 3,
+        start_timeout_s: float = 60.0,
+    ):
+        import ray
+
+        if workers < 1 or threads_per_worker < 1 or max_attempts < 1:
+            raise ValueError(
+                "RayPool needs workers, threads_per_worker and max_attempts >= 1, got "
+                f"{workers}, {threads_per_worker}, {max_attempts}"
+            )
+        if not ray.is_initialized():
+            raise RuntimeError("RayPool needs a connected Ray; call connect_ray first")
+        self.threads = threads_per_worker
+        self.max_attempts = max_attempts
+        self.start_timeout_s = start_timeout_s
+        self.payload_ref = ray.put(payload)  # once; every actor reads this one object
+        self._replacements_left = workers * max_attempts
+        self._queue: deque[_Job] = deque()
+        self._starting: dict[Any, _Actor] = {}  # ready() ref -> actor being created
+        self._idle: list[_Actor] = []
+        self._running: dict[Any, tuple[_Job, _Actor]] = {}  # evaluate() ref -> (job, actor)
+        self._done: list[EvalResult] = []  # results made outside ray.wait (give-ups)
+        self.lost: list[str] = []  # why actors were lost, oldest first (for reports)
+        for _ in range(workers):
+            self._start_actor()
+
+    # ------------------------------------------------------------------ public
+    @property
+    def size(self) -> int:
+        """Evaluations that can run at once: live actors, started or starting."""
+        return len(self._starting) + len(self._idle) + len(self._running)
+
+    def submit(self, key: int, arch: Arch) -> None:
+        """Queue `arch` under `key`; it runs as soon as an actor is free."""
+        self._queue.append(_Job(key, arch))
+        self._dispatch()
+
+    def pending(self) -> int:
+        """Archs submitted whose result `wait` has not returned yet."""
+        return len(self._queue) + len(self._running) + len(self._done)
+
+    def wait(self, timeout: float | None = None) -> list[EvalResult]:
+        """Block until at least one result is in (or `timeout` seconds pass) and return
+        every result that is in. [] when nothing is pending."""
+        import ray
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._dispatch()
+            if self._done or not (self._queue or self._running):
+                out, self._done = self._done, []
+                return out
+            waiting = list(self._running) + list(self._starting)
+            if not waiting:
+                self._fail_queue("no evaluation worker is left")
+                out, self._done = self._done, []
+                return out
+            now = time.monotonic()
+            step = self._next_start_deadline() - now
+            if deadline is not None:
+                step = min(step, deadline - now)
+            step_s = None if step == float("inf") else max(0.0, step)  # None: until one is in
+            done, _ = ray.wait(waiting, num_returns=1, timeout=step_s)
+            if done:  # also take whatever else finished meanwhile
+                first = set(done)
+                rest = [ref for ref in waiting if ref not in first]
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0) if rest else ([], [])
+                done += more
+            for ref in done:
+                if ref in self._running:
+                    self._finish(ref)
+                else:
+                    self._started(ref)
+            self._give_up_slow_starts()
+            if self._done or (deadline is not None and time.monotonic() >= deadline):
+                out, self._done = self._done, []
+                return out
+
+    def running(self) -> dict[int, dict[str, Any]]:
+        """{key: where it runs} for the archs being evaluated now: the actor's pid,
+        node_id (hex), node and worker (as in `EvalResult`)."""
+        return {job.key: dict(actor.info) for job, actor in self._running.values()}
+
+    def worker_stats(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Each live actor's counters: pid, node, worker, payload_id (the object it read),
+        builds (evaluators it built) and evaluations. Waits for actors still starting."""
+        import ray
+
+        actors = self._idle + list(self._starting.values())
+        actors += [actor for _, actor in self._running.values()]
+        return ray.get([a.handle.stats.remote() for a in actors], timeout=timeout)
+
+    def close(self) -> None:
+        """Stop every actor; whatever was pending is dropped. Safe to call twice."""
+        import ray
+
+        actors = self._idle + list(self._starting.values())
+        actors += [actor for _, actor in self._running.values()]
+        for actor in actors:
+            ray.kill(actor.handle, no_restart=True)
+        self._idle, self._starting, self._running = [], {}, {}
+        self._queue.clear()
+        self._done = []
+
+    def __enter__(self) -> RayPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+    def _start_actor(self) -> None:
+        handle = (
+            _actor_class()
+            .options(scheduling_strategy="SPREAD")
+            .remote([self.payload_ref], self.threads)
+        )
+        self._starting[handle.ready.remote()] = _Actor(handle, time.monotonic())
+
+    def _replace_actor(self) -> None:
+        if self._replacements_left > 0:
+            self._replacements_left -= 1
+            self._start_actor()
+
+    def _dispatch(self) -> None:
+        while self._queue and self._idle:
+            job, actor = self._queue.popleft(), self._idle.pop()
+            job.attempts += 1
+            self._running[actor.handle.evaluate.remote(job.arch)] = (job, actor)
+
+    def _started(self, ref: Any) -> None:
+        import ray
+
+        actor = self._starting.pop(ref)
+        try:
+            info = ray.get(ref)
+        except ray.exceptions.RayError as err:  # died while starting (killed, node lost)
+            self._lose(actor, f"an actor died while starting: {_one_line(err)}")
+            self._replace_actor()
+            return
+        if info["error"]:  # its evaluator cannot be built; a replacement would fail alike
+            self._lose(actor, f"an actor could not build its evaluator: {info['error']}")
+            return
+        actor.info = info
+        self._idle.append(actor)
+
+    def _finish(self, ref: Any) -> None:
+        import ray
+
+        job, actor = self._running.pop(ref)
+        try:
+            loss, error, seconds = ray.get(ref)
+        except ray.exceptions.RayTaskError as err:  # raised in the actor, which still lives
+            loss, error, seconds = None, _one_line(getattr(err, "cause", None) or err), 0.0
+        except ray.exceptions.RayError as err:  # the actor (or its node) died
+            self._lose(actor, f"{actor.info.get('worker', 'an actor')} died: {_one_line(err)}")
+            job.errors.append(_one_line(err))
+            self._replace_actor()
+            if job.attempts < self.max_attempts:
+                self._queue.appendleft(job)  # first in line for the next free actor
+            else:
+                self._done.append(self._failed(job, actor))
+            return
+        self._idle.append(actor)
+        self._done.append(
+            EvalResult(
+                job.key,
+                job.arch,
+                loss,
+                error,
+                actor.info["node"],
+                actor.info["worker"],
+                seconds,
+                job.attempts,
+            )
+        )
+
+    def _failed(self, job: _Job, actor: _Actor | None) -> EvalResult:
+        reason = job.errors[-1] if job.errors else "not evaluated"
+        error = f"evaluation failed after {job.attempts} attempt(s): {reason}"
+        info = actor.info if actor is not None else {}
+        return EvalResult(
+            job.key,
+            job.arch,
+            None,
+            error,
+            info.get("node", ""),
+            info.get("worker", ""),
+            0.0,
+            job.attempts,
+        )
+
+    def _lose(self, actor: _Actor, why: str) -> None:
+        import ray
+
+        self.lost.append(why)
+        ray.kill(actor.handle, no_restart=True)  # make sure it holds no CPU any more
+
+    def _next_start_deadline(self) -> float:
+        starts = [a.started for a in self._starting.values()]
+        return min(starts) + self.start_timeout_s if starts else float("inf")
+
+    def _give_up_slow_starts(self) -> None:
+        now = time.monotonic()
+        for ref, actor in list(self._starting.items()):
+            if now - actor.started >= self.start_timeout_s:
+                del self._starting[ref]
+                self._lose(actor, f"an actor did not start within {self.start_timeout_s:g} s")
+
+    def _fail_queue(self, why: str) -> None:
+        reason = why + (f" ({self.lost[-1]})" if self.lost else "")
+        while self._queue:
+            job = self._queue.popleft()
+            job.errors.append(reason)
+            self._done.append(self._failed(job, None))
