@@ -1,17 +1,24 @@
 """Training throughput: one subnet's step inside the supernet vs the same arch trained alone.
 
-For each arch, two ways to take one full training step (forward, cross-entropy, backward,
+For each arch, two ways to take one training step (forward, cross-entropy, backward,
 gradient clipping, AdamW step) on the same batch:
-  - inside the supernet, exactly as the trainer does for one arch of the sandwich: the
-    forward slices the max-size weights, the gradients land in the max-size tensors, and
-    AdamW (over all supernet parameters) updates those that received a gradient;
-  - the arch extracted as a static model with its own AdamW.
+  - inside the supernet, with the trainer's optimizer and clipping: the forward slices the
+    max-size weights, the gradients land in the max-size tensors, and AdamW (over all
+    supernet parameters) updates those that received a gradient. It is the trainer's step
+    for one arch simplified to what a static model can do alike: the logits of the arch's
+    own exit only and cross-entropy against the targets, where the trainer's sandwich step
+    also reads the earlier exits and, for students, mixes in distillation from the
+    largest arch;
+  - the arch extracted as a static model with its own AdamW, the same loss.
 Steps are timed interleaved in one run (round-robin, alternating which goes first, median
 of the rounds) so that machine noise hits both alike. Prints tokens/s and the ratio
 supernet time / static time (target: 1.2 or less).
 
 On --device cuda both run under bf16 autocast, as the trainer does, and each timed step
 ends with a device synchronisation.
+
+Threads default to torch's own default (the cores available). The README's figures were
+measured on bench/spaces/wide.yaml (the former default space): pass --space for them.
 
 Usage: python bench/bench_train_throughput.py [--rounds 15] [--batch-size 8] [--seq-len 128]
        [--threads N] [--space FILE] [--device cpu|cuda]

@@ -16,10 +16,9 @@ from .report import (
     TrialRecord,
     front_table,
     plot_front,
-    summary_json,
     write_front,
-    write_report_md,
 )
+from .report_md import summary_json, write_report_md
 from .run_folder import RunFolder
 from .verify import Pick, Verification
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from nas.supernet.storage import load_model, save_model
 
 from .budget import format_ms
 from .drift import profile_noise
-from .driver import Progress, StudyOutcome, StudySettings, TrialRow, run_study
+from .driver import Progress, StudyOutcome, StudySettings, TrialRow, run_study, scored_archs
 from .evaluator import EvalPayload, SupernetSource
 from .profile import Profile, profile_path, total_steps
 from .quick_profile import quick_profile_config
@@ -88,13 +89,17 @@ def _default_profile():
 @contextlib.contextmanager
 def cluster(config: SearchConfig, workers: int) -> Iterator[Any]:
     """Ray for the search and the re-rank (None with 0 workers); shut down on exit if
-    this process started it, so that verification runs on a quiet machine."""
+    this process started it, so that verification runs on a quiet machine.
+
+    Without --address, a private local Ray is started, unless RAY_ADDRESS names a cluster
+    (as it does for a `ray job submit` entrypoint): then that cluster is joined."""
     if workers == 0:
         yield None
         return
     from .ray_cluster import connect_ray
 
-    ctx = connect_ray(config.address or None, None if config.address else workers)
+    address = config.address or ("auto" if os.environ.get("RAY_ADDRESS") else "")
+    ctx = connect_ray(address or None, None if address else workers)
     try:
         yield ctx
     finally:
@@ -125,7 +130,7 @@ def search(
         f"searching: {settings.evaluations} evaluations with {settings.sampler}, "
         f"budget {format_ms(settings.budget_ms)}, on {where}"
     )
-    done_before = sum(1 for _ in [])  # the bar starts from what the study already holds
+    done_before = len(scored_archs(study))  # a resumed study starts where it stopped
     try:
         with bar(settings.evaluations, "search", progress, "arch", done_before) as b:
 

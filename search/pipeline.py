@@ -206,6 +206,10 @@ def run_search(
     say = say or (lambda msg: None)
     run = RunFolder(run_dir)
     run.check(config, resume)  # before anything slow, and before the folder is written
+    if config.address and workers_for(config) != 0:
+        from .ray_cluster import check_address
+
+        check_address(config.address)
     times: dict[str, float] = {}
     with _timed(run, "supernet", times):
         source, corpus = resolve_supernet(config, progress, say)
@@ -254,6 +258,8 @@ def run_search(
     )
     workers = workers_for(config)
     with phases.cluster(config, workers) as ray_ctx:
+        if ray_ctx is not None and not ray_ctx.started and config.workers == -2:
+            workers = max(1, int(ray_ctx.cpus))  # a cluster joined: one worker per its CPUs
         with _timed(run, "search", times):
             payload = build_payload(source, inputs, targets)
             outcome = phases.search(

@@ -122,6 +122,18 @@ def connect_ray(address: str | None, num_cpus: int | None, *, wait_s: float = 20
     return _context(started=False)
 
 
+def check_address(address: str, wait_s: float = 20.0) -> None:
+    """`ClusterError` unless a Ray cluster answers at `address` ("auto" or HOST:PORT)
+    within `wait_s` seconds: a cheap check before a search spends minutes elsewhere."""
+    target = _resolve(address.strip())
+    if not _answers(target, wait_s):
+        raise ClusterError(
+            f"no Ray cluster answers at {address}"
+            + (f" ({target})" if target != address else "")
+            + f" within {wait_s:g} s; start one with `ray start --head` or drop --address"
+        )
+
+
 def _reuse(address: str | None) -> RayContext:
     """The connection this process already has, if it is the one asked for."""
     import ray

@@ -177,15 +177,21 @@ class _Actor:
     handle: Any
     started: float  # time.monotonic() at creation
     info: dict[str, Any] = field(default_factory=dict)  # from ready(): pid, node, worker
+    in_flight: int = 0  # evaluations sent and not yet returned
+    dead: bool = False
 
 
 # ---------------------------------------------------------------------- Ray pool
 class RayPool:
     """Evaluates on `workers` long-lived Ray actors (Ray must already be connected).
 
-    Each actor asks Ray for 1 CPU and uses `threads_per_worker` torch threads. An arch
-    whose actor dies is retried on another one, up to `max_attempts` dispatches in all;
-    then its result has loss None and the error. Dead actors are replaced (at most
+    Each actor asks Ray for 1 CPU and uses `threads_per_worker` torch threads. It runs one
+    evaluation at a time; with `prefetch` p, up to p more wait in its queue, so that it
+    never idles for a round trip to the driver (at the cost of `size` = workers x (1 + p)
+    archs out at once, which the driver then asks the sampler for).
+
+    An arch whose actor dies is retried on another one, up to `max_attempts` dispatches
+    in all; then its result has loss None and the error. Dead actors are replaced (at most
     `workers * max_attempts` replacements in a pool's life); an actor that has not started
     within `start_timeout_s` (no free CPU left in the cluster) is given up, and the pool
     goes on with the live ones. With none left, pending archs fail instead of hanging.
@@ -198,24 +204,26 @@ class RayPool:
         threads_per_worker: int = 1,
         max_attempts: int = 3,
         start_timeout_s: float = 60.0,
+        prefetch: int = 0,
     ):
         import ray
 
-        if workers < 1 or threads_per_worker < 1 or max_attempts < 1:
+        if workers < 1 or threads_per_worker < 1 or max_attempts < 1 or prefetch < 0:
             raise ValueError(
-                "RayPool needs workers, threads_per_worker and max_attempts >= 1, got "
-                f"{workers}, {threads_per_worker}, {max_attempts}"
+                "RayPool needs workers, threads_per_worker, max_attempts >= 1 and prefetch "
+                f">= 0, got {workers}, {threads_per_worker}, {max_attempts}, {prefetch}"
             )
         if not ray.is_initialized():
             raise RuntimeError("RayPool needs a connected Ray; call connect_ray first")
         self.threads = threads_per_worker
         self.max_attempts = max_attempts
         self.start_timeout_s = start_timeout_s
+        self.depth = 1 + prefetch  # evaluations out per actor
         self.payload_ref = ray.put(payload)  # once; every actor reads this one object
         self._replacements_left = workers * max_attempts
         self._queue: deque[_Job] = deque()
         self._starting: dict[Any, _Actor] = {}  # ready() ref -> actor being created
-        self._idle: list[_Actor] = []
+        self._live: list[_Actor] = []  # started and not lost
         self._running: dict[Any, tuple[_Job, _Actor]] = {}  # evaluate() ref -> (job, actor)
         self._done: list[EvalResult] = []  # results made outside ray.wait (give-ups)
         self.lost: list[str] = []  # why actors were lost, oldest first (for reports)
@@ -225,8 +233,9 @@ class RayPool:
     # ------------------------------------------------------------------ public
     @property
     def size(self) -> int:
-        """Evaluations that can run at once: live actors, started or starting."""
-        return len(self._starting) + len(self._idle) + len(self._running)
+        """Evaluations the pool takes at once: live actors (started or starting) x (1 +
+        prefetch)."""
+        return (len(self._starting) + len(self._live)) * self.depth
 
     def submit(self, key: int, arch: Arch) -> None:
         """Queue `arch` under `key`; it runs as soon as an actor is free."""
@@ -275,8 +284,8 @@ class RayPool:
                 return out
 
     def running(self) -> dict[int, dict[str, Any]]:
-        """{key: where it runs} for the archs being evaluated now: the actor's pid,
-        node_id (hex), node and worker (as in `EvalResult`)."""
+        """{key: where it runs} for the archs sent to an actor (evaluating, or queued there
+        with prefetch): the actor's pid, node_id (hex), node and worker (as in `EvalResult`)."""
         return {job.key: dict(actor.info) for job, actor in self._running.values()}
 
     def worker_stats(self, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -284,19 +293,16 @@ class RayPool:
         builds (evaluators it built) and evaluations. Waits for actors still starting."""
         import ray
 
-        actors = self._idle + list(self._starting.values())
-        actors += [actor for _, actor in self._running.values()]
+        actors = self._live + list(self._starting.values())
         return ray.get([a.handle.stats.remote() for a in actors], timeout=timeout)
 
     def close(self) -> None:
         """Stop every actor; whatever was pending is dropped. Safe to call twice."""
         import ray
 
-        actors = self._idle + list(self._starting.values())
-        actors += [actor for _, actor in self._running.values()]
-        for actor in actors:
+        for actor in self._live + list(self._starting.values()):
             ray.kill(actor.handle, no_restart=True)
-        self._idle, self._starting, self._running = [], {}, {}
+        self._live, self._starting, self._running = [], {}, {}
         self._queue.clear()
         self._done = []
 
@@ -321,9 +327,14 @@ class RayPool:
             self._start_actor()
 
     def _dispatch(self) -> None:
-        while self._queue and self._idle:
-            job, actor = self._queue.popleft(), self._idle.pop()
+        while self._queue:
+            free = [a for a in self._live if a.in_flight < self.depth]
+            if not free:
+                return
+            actor = min(free, key=lambda a: a.in_flight)  # the least busy first
+            job = self._queue.popleft()
             job.attempts += 1
+            actor.in_flight += 1
             self._running[actor.handle.evaluate.remote(job.arch)] = (job, actor)
 
     def _started(self, ref: Any) -> None:
@@ -340,26 +351,28 @@ class RayPool:
             self._lose(actor, f"an actor could not build its evaluator: {info['error']}")
             return
         actor.info = info
-        self._idle.append(actor)
+        self._live.append(actor)
 
     def _finish(self, ref: Any) -> None:
         import ray
 
         job, actor = self._running.pop(ref)
+        actor.in_flight -= 1
         try:
             loss, error, seconds = ray.get(ref)
         except ray.exceptions.RayTaskError as err:  # raised in the actor, which still lives
             loss, error, seconds = None, _one_line(getattr(err, "cause", None) or err), 0.0
         except ray.exceptions.RayError as err:  # the actor (or its node) died
-            self._lose(actor, f"{actor.info.get('worker', 'an actor')} died: {_one_line(err)}")
+            if not actor.dead:  # its other prefetched evaluations fail alike: lose it once
+                self._live.remove(actor)
+                self._lose(actor, f"{actor.info.get('worker', 'an actor')} died: {_one_line(err)}")
+                self._replace_actor()
             job.errors.append(_one_line(err))
-            self._replace_actor()
             if job.attempts < self.max_attempts:
                 self._queue.appendleft(job)  # first in line for the next free actor
             else:
                 self._done.append(self._failed(job, actor))
             return
-        self._idle.append(actor)
         self._done.append(
             EvalResult(
                 job.key,
@@ -391,6 +404,7 @@ class RayPool:
     def _lose(self, actor: _Actor, why: str) -> None:
         import ray
 
+        actor.dead = True
         self.lost.append(why)
         ray.kill(actor.handle, no_restart=True)  # make sure it holds no CPU any more
 

@@ -1,9 +1,13 @@
 """Batches of next-token windows cut from a 1-D token array.
 
-Training windows start at positions drawn from a seeded `numpy.random.Generator` that the
-sampler owns, so a run is reproducible and its position in the stream is just the
-generator's state (saved in checkpoints). Validation windows are fixed, evenly spaced,
-non-overlapping where the split allows, and involve no randomness at all.
+Training windows start at positions drawn uniformly, with replacement, from a seeded
+`numpy.random.Generator` that the sampler owns, so a run is reproducible and its position
+in the stream is just the generator's state (saved in checkpoints). Nothing tracks which
+windows were drawn: windows overlap and may recur, within a run or across runs that
+continue a stream. A run that continues another's generator state (`--resume`,
+`--init-from`) draws the stream's next windows rather than replaying the ones already
+drawn. Validation windows are fixed, evenly spaced, non-overlapping where the split
+allows, and involve no randomness at all.
 
 Only the windows are read from the (memory-mapped) array: B * (T + 1) tokens per batch.
 """

@@ -99,6 +99,8 @@ def test_a_search_writes_its_outputs_and_a_fine_tuned_winner(setup, tmp_path):
         (["--sampler", "grid"], "valid samplers are"),
         (["--storage", "sqlite:////nonexistent/dir/db.sqlite"], "--storage"),
         (["--seq-len", "8"], "the profile is for"),
+        (["--workers", "1", "--address", "127.0.0.1:1"], "no Ray cluster answers"),
+        (["--workers", "1", "--address", "nowhere"], "is not 'auto' or HOST:PORT"),
     ],
 )
 def test_bad_flags_are_one_line_exit_2(setup, tmp_path, extra, words):
@@ -179,3 +181,43 @@ def test_the_driver_killed_mid_search_resumes_without_losing_or_repeating_trials
     evaluated = [t.user_attrs["arch_id"] for t in study.trials if t.user_attrs.get("evaluated")]
     assert len(evaluated) == 60 == len(set(evaluated))  # reached its count, none twice
     assert json.loads(resumed.stdout)["trials"]["complete"] == 60
+
+
+def test_a_search_on_two_ray_workers_with_token_auth(setup, tmp_path):
+    out = tmp_path / "run"
+    env = {**setup.env, "RAY_AUTH_MODE": "token"}
+    proc = subprocess.run(
+        [
+            str(NAS),
+            *setup.args("--trials", "10", "--workers", "2", "--rerank", "2", "--rerank-steps", "2"),
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["trials"]["complete"] == 10
+    evaluated = [t for t in _study(out).trials if t.user_attrs.get("evaluated")]
+    assert len(evaluated) == 10
+    # Each trial names the node and the worker that evaluated it: Ray actors, not this process.
+    assert all(t.user_attrs["node"] and t.user_attrs["worker"] for t in evaluated)
+    assert not any("in-process" in t.user_attrs["worker"] for t in evaluated)
+
+
+def test_no_rerank_and_no_finetune_ship_the_inherited_weights(setup, tmp_path):
+    from nas.supernet.checkpoint import load_supernet
+
+    out = tmp_path / "run"
+    args = setup.args("--trials", "8", "--workers", "0", "--rerank", "0", "--no-finetune")
+    proc = _nas(setup, *args, "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    winner = json.loads(proc.stdout)["winner"]
+    assert winner["finetuned_loss"] is None and not (out / "rerank").exists()
+    arch = Arch.from_dict(winner["arch"])
+    x = torch.randint(0, 256, (2, SEQ_LEN))
+    inherited = load_supernet(setup.supernet).extract(arch)
+    assert torch.equal(nas.load(out / "best")(x), inherited(x))

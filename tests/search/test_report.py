@@ -17,10 +17,9 @@ from nas.search.report import (
     TrialRecord,
     front_table,
     plot_front,
-    summary_json,
     write_front,
-    write_report_md,
 )
+from nas.search.report_md import summary_json, write_report_md
 from nas.search_space import Arch
 
 BUDGET_MS = 10.0

@@ -144,6 +144,17 @@ def test_ray_pool_matches_the_evaluator(payload, archs, monkeypatch, auth):
         pool.close()
         pool.close()
         assert ray.is_initialized()
+
+        if auth == "disabled":  # (prefetch has nothing to do with auth: once is enough)
+            # With prefetch, each actor holds a second arch in its queue: same losses.
+            pool = RayPool(payload, workers=2, prefetch=1)
+            assert pool.size == 4
+            for key, arch in enumerate(archs):
+                pool.submit(key, arch)
+            results = collect(pool, set(range(len(archs))))
+            for key, arch in enumerate(archs):
+                assert results[key].loss == pytest.approx(reference.loss(arch), rel=1e-5)
+            pool.close()
     finally:
         stop_ray(ctx, monkeypatch)
     import ray

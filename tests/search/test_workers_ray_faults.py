@@ -72,6 +72,28 @@ class TestKilledWorker:
         assert pool.size == 2  # the dead actor was replaced
         pool.close()
 
+    def test_a_killed_worker_with_prefetch_loses_no_arch(self, local_ray, slow_payload):
+        # Two archs out per actor: the killed actor's evaluating and queued archs both
+        # go to the other actor (or its replacement).
+        space = make_tiny_space()
+        archs = [space.largest()] * 4
+        pool = RayPool(slow_payload, workers=2, prefetch=1)
+        results: dict = {}
+        for key, arch in enumerate(archs):
+            pool.submit(key, arch)
+        victim = wait_until_running(pool, 0, results)
+        while len(pool.running()) < 4 and len(results) == 0:  # both actors loaded
+            results.update({r.key: r for r in pool.wait(timeout=0.1)})
+        doomed = [k for k, info in pool.running().items() if info["pid"] == victim["pid"]]
+        time.sleep(0.2)
+        os.kill(victim["pid"], signal.SIGKILL)
+        results.update(collect(pool, {0, 1, 2, 3}))
+        assert {r.loss for r in results.values()} == {results[0].loss}
+        for key in doomed:
+            assert results[key].attempts == 2 and victim["worker"] != results[key].worker
+        assert len(doomed) >= 1 and len(pool.lost) == 1
+        pool.close()
+
     def test_a_worker_killed_on_its_last_attempt_fails_its_arch(self, local_ray, slow_payload):
         pool = RayPool(slow_payload, workers=1, max_attempts=1)
         results: dict = {}
