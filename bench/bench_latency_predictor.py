@@ -1,7 +1,8 @@
 """How good is the latency profile of this machine? Ours vs FLOPs-linear vs features-linear.
 
 Builds (with --refresh, or reuses) the profile of a space for one workload (default: the
-shipped space, CPU, batch 1 x 256 tokens, all cores), then measures N further held-out
+shipped space, CPU, batch 1 x the space's max_seq_len tokens, all cores; the README's
+figures are for bench/spaces/wide.yaml at 256 tokens), then measures N further held-out
 archs fresh, each twice (the second pass in reverse order) for the noise floor, and
 prints the accuracy table: our predictor (kernel table + correction), the kernel sum
 alone, a linear fit on fvcore FLOPs, a linear fit on HAT-style features, and the noise
@@ -11,7 +12,7 @@ The machine must be quiet: the load average is printed before and after; rerun i
 jobs were running.
 
 Usage: python bench/bench_latency_predictor.py [--check 40] [--refresh] [--threads N]
-           [--batch 1] [--seq-len 256] [--space FILE]
+           [--batch 1] [--seq-len T] [--space FILE]
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from .drift import profile_noise
 from .driver import Progress, StudyOutcome, StudySettings, TrialRow, run_study, scored_archs
 from .evaluator import EvalPayload, SupernetSource
 from .profile import Profile, profile_path, total_steps
-from .quick_profile import quick_profile_config
+from .quick_profile import quick_measure, quick_profile_config
 from .run_folder import RunFolder
 from .settings import SearchConfig
 from .verify import Pick, Verification, pick_winner, verify
@@ -191,7 +191,7 @@ def rerank(
     seq_len = config.seq_len or source.space.max_seq_len
     rerank_config = RerankConfig(
         steps=config.rerank_steps,
-        batch_size=config.val_batch_size,
+        batch_size=config.rerank_batch_size,
         seq_len=seq_len,
     )
     say(
@@ -243,7 +243,7 @@ def verify_candidates(
             predicted,
             config.budget_ms,
             profile.workload,
-            profile.config.measure,
+            quick_measure(profile),
             passes=config.verify_passes,
             step=step,
             noise=noise,

@@ -42,7 +42,7 @@ from .driver import (
 from .evaluator import SupernetSource, build_payload, open_supernet, validation_batches
 from .fingerprint import Workload, available_cores
 from .profile import Profile, check_device, check_space, get_profile, load_profile
-from .quick_profile import quick_profile_config
+from .quick_profile import quick_measure, quick_profile_config
 from .run_folder import STUDY_NAME, RunFolder
 from .settings import SearchConfig
 
@@ -217,7 +217,11 @@ def run_search(
     with _timed(run, "profile", times):
         profile, profile_path, built = phases.profile_with_progress(config, space, say, progress)
     with _timed(run, "drift", times):
-        drift = measure_drift(profile, space, n=config.drift_archs) if config.drift_archs else None
+        drift = (
+            measure_drift(profile, space, n=config.drift_archs, config=quick_measure(profile))
+            if config.drift_archs
+            else None
+        )
     scale = drift.scale if drift is not None else 1.0
     if drift is not None:
         say(drift.line())

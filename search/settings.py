@@ -47,7 +47,8 @@ class SearchConfig:
     val_batches: int = 2  # fixed validation batches every trial is scored on
     val_batch_size: int = 4  # sequences per validation batch
     rerank: int = 4  # K best feasible candidates fine-tuned to pick the winner (0 = none)
-    rerank_steps: int = 40  # S fine-tuning steps per candidate
+    rerank_steps: int = 30  # S fine-tuning steps per candidate
+    rerank_batch_size: int = 2  # sequences per fine-tuning step
     finetune: bool = True  # ship the winner fine-tuned (False: inherited weights)
     verify: int = 0  # candidates measured on the device (0 = those re-ranked, at least 3)
     verify_passes: int = 2  # measurements of each, interleaved; the median decides
@@ -72,7 +73,7 @@ class SearchConfig:
                 problems.append(
                     f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}"
                 )
-        for name in ("rerank_steps", "val_batches", "val_batch_size"):
+        for name in ("rerank_steps", "rerank_batch_size", "val_batches", "val_batch_size"):
             if getattr(self, name) < 1:
                 problems.append(
                     f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"

@@ -221,3 +221,15 @@ def test_no_rerank_and_no_finetune_ship_the_inherited_weights(setup, tmp_path):
     x = torch.randint(0, 256, (2, SEQ_LEN))
     inherited = load_supernet(setup.supernet).extract(arch)
     assert torch.equal(nas.load(out / "best")(x), inherited(x))
+
+
+def test_a_database_storage_holds_the_study(setup, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    out = tmp_path / "run"
+    args = setup.args("--trials", "4", "--workers", "0", "--rerank", "0", "--no-finetune")
+    proc = _nas(setup, *args, "--storage", url, "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / JOURNAL).exists()
+    study = optuna.load_study(study_name="nas-search", storage=url)
+    assert sum(bool(t.user_attrs.get("evaluated")) for t in study.trials) == 4
+    assert json.loads(proc.stdout)["paths"]["journal"] == url
