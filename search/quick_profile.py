@@ -49,9 +49,9 @@ def is_quick(config: ProfileConfig) -> bool:
 
 
 def quick_measure(profile: Profile) -> MeasureConfig:
-    """The profile's whole-model protocol, waiting out a busy machine at most once per
-    measurement: the drift check and the verification measure a few archs each, and
-    several pauses of up to 8 s each (the profile's protocol) made the drift check of
-    4 archs take 47 s on a 2-core host that is rarely calm. Disturbed measurements are
-    still flagged, and verification repeats every candidate anyway."""
-    return replace(profile.config.measure, max_waits=1)
+    """The profile's whole-model protocol without pauses for a busy machine, for the few
+    archs the drift check and the verification measure: on a 2-core host that is rarely
+    calm, the pauses made the drift check of 4 archs take 47 s. A disturbed measurement
+    is still flagged and taken once more (the least disturbed kept), and verification
+    measures every candidate in several passes anyway."""
+    return replace(profile.config.measure, max_waits=0)

@@ -52,7 +52,7 @@ class SearchConfig:
     finetune: bool = True  # ship the winner fine-tuned (False: inherited weights)
     verify: int = 0  # candidates measured on the device (0 = those re-ranked, at least 3)
     verify_passes: int = 2  # measurements of each, interleaved; the median decides
-    drift_archs: int = 4  # profile archs re-timed before the search to detect host drift
+    drift_archs: int = 3  # profile archs re-timed before the search to detect host drift
     workers: int = -2  # evaluators; 0 = in-process without Ray; -2 = the CPUs available
     address: str = ""  # Ray cluster to join ("auto" or HOST:PORT); "" = start a local one
     storage: str = ""  # Optuna storage URL; "" = a journal file in the run folder
