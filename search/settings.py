@@ -47,7 +47,7 @@ class SearchConfig:
     val_batches: int = 2  # fixed validation batches every trial is scored on
     val_batch_size: int = 4  # sequences per validation batch
     rerank: int = 4  # K best feasible candidates fine-tuned to pick the winner (0 = none)
-    rerank_steps: int = 30  # S fine-tuning steps per candidate
+    rerank_steps: int = 15  # S fine-tuning steps per candidate (bench_rerank: docs/search.md)
     rerank_batch_size: int = 2  # sequences per fine-tuning step
     finetune: bool = True  # ship the winner fine-tuned (False: inherited weights)
     verify: int = 0  # candidates measured on the device (0 = those re-ranked, at least 3)
