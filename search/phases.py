@@ -54,35 +54,25 @@ def bar(total: int, desc: str, enabled: bool, unit: str = "it", initial: int = 0
 def profile_with_progress(config: SearchConfig, space: SearchSpace, say: Say, progress: bool):
     """`pipeline.resolve_profile` with a progress bar when it has to build one."""
     from .fingerprint import environment
-    from .pipeline import resolve_profile
+    from .pipeline import resolve_profile, workload_of
+    from .profile import ProfileConfig
 
-    probe_config = quick_profile_config() if config.quick_profile else None
     if config.profile:
         return resolve_profile(config, space, say)
-    seq_len = config.seq_len or space.max_seq_len
-    from .fingerprint import Workload
-
-    workload = Workload(config.device, config.batch, seq_len, config.threads, config.mode)
+    workload = workload_of(config, space)
     workload.check_available()
-    path = profile_path(space, environment(workload), probe_config or _default_profile())
-    if path.is_file():
+    build = quick_profile_config() if config.quick_profile else ProfileConfig()
+    if profile_path(space, environment(workload), build).is_file():
         return resolve_profile(config, space, say)
-    say(f"building the latency profile for {workload} (quick protocol; reused afterwards)")
-    with bar(
-        total_steps(space, probe_config or _default_profile()), "profile", progress, "meas"
-    ) as b:
+    how = "quick" if config.quick_profile else "full"
+    say(f"building the latency profile for {workload} ({how} protocol; reused afterwards)")
+    with bar(total_steps(space, build), "profile", progress, "meas") as b:
 
         def step(label: str) -> None:
             b.set_postfix_str(label, refresh=False)
             b.update(1)
 
         return resolve_profile(config, space, say, step)
-
-
-def _default_profile():
-    from .profile import ProfileConfig
-
-    return ProfileConfig()
 
 
 # ------------------------------------------------------------------ cluster and search

@@ -115,20 +115,19 @@ def _corpus_of(source: SupernetSource, config: SearchConfig) -> Corpus:
     return corpus
 
 
+def workload_of(config: SearchConfig, space: SearchSpace) -> Workload:
+    """The workload the search's latencies are for; `NasError` for a bad one."""
+    seq_len = config.seq_len or space.max_seq_len
+    if seq_len > space.max_seq_len:
+        raise NasError(f"--seq-len {seq_len} exceeds the space's max_seq_len {space.max_seq_len}")
+    return Workload(config.device, config.batch, seq_len, config.threads, config.mode)
+
+
 def resolve_profile(
     config: SearchConfig, space: SearchSpace, say: Say, step=None
 ) -> tuple[Profile, Path, bool]:
     """The latency profile of the search's workload (built if missing)."""
-    seq_len = config.seq_len or space.max_seq_len
-    if seq_len > space.max_seq_len:
-        raise NasError(f"--seq-len {seq_len} exceeds the space's max_seq_len {space.max_seq_len}")
-    workload = Workload(
-        device=config.device,
-        batch=config.batch,
-        seq_len=seq_len,
-        threads=config.threads,
-        mode=config.mode,
-    )
+    workload = workload_of(config, space)
     if config.profile:
         profile = load_profile(config.profile)
         check_space(profile, space)
