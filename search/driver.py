@@ -180,11 +180,6 @@ def run_study(
     max_asks = settings.max_asks_per_evaluation * settings.evaluations + 100
     stopped = ""
 
-    def tell(trial: Trial, arch: Arch, loss: float, predicted: float, attrs: dict) -> None:
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        study.tell(trial, [loss, predicted])
-
     while progress.evaluated + len(in_flight) < settings.evaluations or in_flight:
         while (
             len(in_flight) < pool.size
@@ -201,7 +196,8 @@ def run_study(
             trial.set_constraint(LATENCY_CONSTRAINT, predicted - settings.budget_ms)
             if predicted > settings.budget_ms:
                 progress.infeasible += 1
-                tell(trial, arch, ceiling, predicted, {"evaluated": False})
+                trial.set_user_attr("evaluated", False)
+                study.tell(trial, [ceiling, predicted])
             elif arch.id in scored or arch.id in waiting:
                 # Told as pruned, not as another completed trial of the same arch: TPE
                 # counts a pruned trial among the bad ones, so it moves on instead of

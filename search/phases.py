@@ -22,6 +22,7 @@ from .budget import format_ms
 from .drift import profile_noise
 from .driver import Progress, StudyOutcome, StudySettings, TrialRow, run_study, scored_archs
 from .evaluator import EvalPayload, SupernetSource
+from .fingerprint import available_cores
 from .profile import Profile, profile_path, total_steps
 from .quick_profile import quick_measure, quick_profile_config
 from .run_folder import RunFolder
@@ -113,7 +114,7 @@ def search(
         pool = InProcessPool(payload)
         where = "in-process"
     else:
-        threads = max(1, _cores() // workers)
+        threads = max(1, available_cores() // workers)
         pool = RayPool(payload, workers, threads_per_worker=threads)
         where = f"{workers} Ray worker(s), {threads} thread(s) each"
     say(
@@ -140,12 +141,6 @@ def search(
         pool.close()
 
 
-def _cores() -> int:
-    from .fingerprint import available_cores
-
-    return available_cores()
-
-
 def candidates(rows: list[TrialRow], config: SearchConfig) -> list[TrialRow]:
     """The best evaluated feasible archs by inherited loss, distinct, as many as the
     re-rank and the verification need (at least 3)."""
@@ -166,7 +161,6 @@ def rerank(
     targets: np.ndarray,
     run: RunFolder,
     workers: int,
-    ray_ctx: Any,
     say: Say,
     k: int | None = None,
 ) -> dict[str, Any]:
@@ -263,7 +257,7 @@ def extract_winner(
     winner = ordered[pick.index]
     tuned = reranked.get(winner.arch.id)
     if tuned is None and config.finetune:
-        extra = rerank([winner], source, corpus, config, inputs, targets, run, 0, None, say, k=1)
+        extra = rerank([winner], source, corpus, config, inputs, targets, run, 0, say, k=1)
         tuned = extra.get(winner.arch.id)
     if tuned is not None:
         model = load_model(tuned.model_dir)

@@ -81,28 +81,24 @@ def resolve_supernet(
         corpus = _corpus_of(source, config)
         return source, corpus
     space = given_space or SearchSpace.default()
-    corpus = _load(config.data or None, config.tokens_dtype or None, progress)
+    corpus = load_corpus(config.data or None, dtype=config.tokens_dtype or None, progress=progress)
     seq_len = config.seq_len or space.max_seq_len
     train_config = search_train_config(space, seq_len)
     run_dir, _ = default_supernet(space, corpus, train_config, progress=progress, say=say)
     return open_supernet(run_dir, space), corpus
 
 
-def _load(path: str | None, dtype: str | None, progress: bool) -> Corpus:
-    return load_corpus(path, dtype=dtype, progress=progress)
-
-
 def _corpus_of(source: SupernetSource, config: SearchConfig) -> Corpus:
     """`--data` if given, else the corpus the supernet recorded it was trained on."""
     if config.data:
-        return _load(config.data, config.tokens_dtype or None, False)
+        return load_corpus(config.data, dtype=config.tokens_dtype or None, progress=False)
     data = source.data
     if data.get("source") in (None, "python-stdlib"):
-        corpus = _load(None, None, False)
+        corpus = load_corpus(None, progress=False)
     else:
         dtype = data.get("dtype") if data.get("kind") == "tokens" else None
         try:
-            corpus = _load(data["source"], dtype, False)
+            corpus = load_corpus(data["source"], dtype=dtype, progress=False)
         except DataError as exc:
             raise DataError(
                 f"{exc}; the supernet {source.path} was trained on it: pass --data PATH"
@@ -278,7 +274,7 @@ def run_search(
             )
         with _timed(run, "rerank", times):
             reranked = phases.rerank(
-                candidates, source, corpus, config, inputs, targets, run, workers, ray_ctx, say
+                candidates, source, corpus, config, inputs, targets, run, workers, say
             )
     with _timed(run, "verify", times):
         ordered, verified = phases.verify_candidates(

@@ -44,10 +44,6 @@ def quick_profile_config() -> ProfileConfig:
     )
 
 
-def is_quick(config: ProfileConfig) -> bool:
-    return config == quick_profile_config()
-
-
 def quick_measure(profile: Profile) -> MeasureConfig:
     """The profile's whole-model protocol without pauses for a busy machine, for the few
     archs the drift check and the verification measure: on a 2-core host that is rarely

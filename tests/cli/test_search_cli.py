@@ -159,7 +159,7 @@ def test_the_driver_killed_mid_search_resumes_without_losing_or_repeating_trials
         time.sleep(0.2)
         if (out / JOURNAL).is_file():
             done = [t for t in _study(out).trials if t.user_attrs.get("evaluated")]
-            if len(done) >= 15:
+            if len(done) >= 5:
                 break
     assert proc.poll() is None, "the search finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
@@ -167,7 +167,7 @@ def test_the_driver_killed_mid_search_resumes_without_losing_or_repeating_trials
     for t in _study(out).trials:
         if t.state == optuna.trial.TrialState.COMPLETE:
             before[t.number] = (t.user_attrs["arch_id"], tuple(t.values))
-    assert len(before) >= 15
+    assert len(before) >= 5
     resumed = _nas(setup, *args, "--resume", "--json")
     assert resumed.returncode == 0, resumed.stderr
     study = _study(out)
