@@ -38,11 +38,11 @@ import torch
 from standalone_runs import StandaloneRunner
 
 from nas.cli.common import load_space
+from nas.core.atomic import atomic_write_json
+from nas.core.errors import NasError
 from nas.search.accuracy import kendall_tau
 from nas.search.evaluator import Evaluator, build_payload, open_supernet, validation_batches
 from nas.search.rerank import Candidate, RerankConfig, rerank
-from nas.search_space.errors import NasError
-from nas.supernet.atomic import atomic_write_json
 from nas.supernet.corpus import load_corpus
 from nas.supernet.training import TrainConfig, train
 

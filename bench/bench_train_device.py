@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from nas.cli.common import load_space
+from nas.core.errors import NasError
 from nas.search.fingerprint import cpu_model
-from nas.search_space.errors import NasError
 from nas.supernet.corpus import load_corpus
 from nas.supernet.device import resolve_device
 from nas.supernet.training import METRICS_FILE, MetricsLog, TrainConfig, train

@@ -83,9 +83,9 @@ from standalone_runs import (
 import nas
 from nas import Arch, LayerArch
 from nas.cli.common import layer_list, load_space
+from nas.core.atomic import atomic_write_json
+from nas.core.errors import NasError
 from nas.search_space import MIXERS
-from nas.search_space.errors import NasError
-from nas.supernet.atomic import atomic_write_json
 from nas.supernet.batches import BatchSampler, eval_batches
 from nas.supernet.checkpoint import load_supernet, read_checkpoint
 from nas.supernet.corpus import load_corpus

@@ -23,7 +23,7 @@ import torch
 
 import nas
 from nas import Arch, LayerArch
-from nas.supernet.atomic import atomic_write_json
+from nas.core.atomic import atomic_write_json
 from nas.supernet.batches import BatchSampler
 from nas.supernet.corpus import load_corpus
 from nas.supernet.device import autocast

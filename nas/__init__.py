@@ -16,18 +16,16 @@ _CHECKOUT = Path(__file__).resolve().parent.parent
 if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "supernet" / "__init__.py").is_file():
     __path__.append(str(_CHECKOUT))
 
-from nas.search_space import (  # noqa: E402  (needs the path above in a checkout)
-    Arch,
+from nas.core.errors import (  # noqa: E402  (needs the path above in a checkout)
     ArchError,
     BudgetError,
     CheckpointError,
     DataError,
     DeviceError,
-    LayerArch,
     NasError,
-    SearchSpace,
     SpaceError,
 )
+from nas.search_space import Arch, LayerArch, SearchSpace  # noqa: E402
 from nas.supernet import StaticModel, Supernet  # noqa: E402
 from nas.supernet import load_model as load  # noqa: E402
 from nas.supernet import save_model as save  # noqa: E402

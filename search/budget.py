@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from nas.search_space.errors import BudgetError
+from nas.core.errors import BudgetError
 
 _UNITS_MS = {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|us|µs|s)\s*$")

@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from nas.core.errors import ProfileError
 from nas.search_space import Arch, SearchSpace
 
 from .accuracy import NOISE
 from .measure import MeasureConfig, Measurer, retry_disturbed
-from .profile import Profile, ProfileError, Step, check_device, check_space
+from .profile import Profile, Step, check_device, check_space
 
 # Rerun noise on these machines when a profile carries no noise-floor row: the same archs
 # timed twice a minute apart differed by 6-10% MAPE (shared notes, "a second look"); 8%

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import Trial, TrialState
 
+from nas.core.errors import NasError, StorageError
 from nas.search_space import Arch, SearchSpace
-from nas.search_space.errors import NasError
 
 from .encoding import decode, distributions, encode
 from .settings import SAMPLERS
@@ -34,10 +34,6 @@ if TYPE_CHECKING:
     from .workers import EvalResult
 
 LATENCY_CONSTRAINT = "latency_over_budget_ms"  # predicted ms - budget; > 0 is infeasible
-
-
-class StorageError(NasError):
-    """A study storage that cannot be opened or does not hold this search's study."""
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nas.core.errors import CheckpointError
 from nas.search_space import Arch, SearchSpace
-from nas.search_space.errors import CheckpointError
 from nas.supernet import Supernet
 from nas.supernet.batches import eval_batches
 from nas.supernet.checkpoint import Checkpoint, checkpoint_file, read_checkpoint

@@ -20,15 +20,11 @@ from typing import Any
 
 import torch
 
-from nas.search_space.errors import DeviceError, NasError
+from nas.core.errors import DeviceError, WorkloadError
 
 DEVICES = ("cpu", "cuda")
 MODES = ("eager", "graph")  # graph = CUDA-graph replay, a separate target from eager
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class WorkloadError(NasError, ValueError):
-    """A workload (batch, sequence length, threads) that cannot be measured."""
 
 
 def available_cores() -> int:

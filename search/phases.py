@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nas.core.errors import NasError
 from nas.search_space import Arch, SearchSpace
-from nas.search_space.errors import NasError
 from nas.supernet.checkpoint import load_supernet
 from nas.supernet.corpus import Corpus
 from nas.supernet.storage import load_model, save_model

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from nas.core.errors import BudgetError, DataError, NasError
 from nas.search_space import Arch, SearchSpace
-from nas.search_space.errors import BudgetError, DataError, NasError
 from nas.supernet.corpus import Corpus, load_corpus
 
 from .budget import format_ms

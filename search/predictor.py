@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from nas.core.errors import ArchError
 from nas.search_space import MIXERS, Arch, SearchSpace
-from nas.search_space.errors import ArchError
 
 MixerKey = tuple[str, int | None, int | None]  # (mixer, heads, window)
 

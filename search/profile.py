@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from nas.core.atomic import atomic_write_json
+from nas.core.errors import ProfileError, WorkloadError
 from nas.search_space import Arch, LayerArch, SearchSpace
-from nas.search_space.errors import NasError
-from nas.supernet.atomic import atomic_write_json
 from nas.supernet.network import embed, read_exit
 
 from .accuracy import (
@@ -45,7 +45,7 @@ from .accuracy import (
     build_report,
     measure_twice,
 )
-from .fingerprint import Workload, WorkloadError, device_fingerprint, environment
+from .fingerprint import Workload, device_fingerprint, environment
 from .measure import (
     MeasureConfig,
     Measurement,
@@ -67,10 +67,6 @@ from .predictor import (
 
 FORMAT = "nas.profile/1"
 Step = Callable[[str], None]  # called once per measurement with what is being measured
-
-
-class ProfileError(NasError):
-    """A stored profile is unreadable, of another format, or for another space/device."""
 
 
 @dataclass(frozen=True)

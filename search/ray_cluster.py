@@ -29,14 +29,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from nas.search_space.errors import NasError
+from nas.core.errors import ClusterError
 
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(?P<port>\d{1,5})$")
 _PROBE_INTERVAL_S = 0.5  # between TCP probes of a port that does not answer yet
-
-
-class ClusterError(NasError):
-    """A Ray cluster cannot be reached or started."""
 
 
 @dataclass

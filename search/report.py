@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from nas.core.atomic import atomic_write_json, atomic_write_text, atomic_write_with
 from nas.search.pareto import pareto_front
 from nas.search_space import Arch
-from nas.supernet.atomic import atomic_write_json, atomic_write_text, atomic_write_with
 
 __all__ = [
     "FRONT_COLUMNS",

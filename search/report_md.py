@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nas.core.atomic import atomic_write_text
 from nas.search_space import Arch
-from nas.supernet.atomic import atomic_write_text
 
 from .report import (
     _FRONT_COLUMNS,

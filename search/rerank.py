@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from nas.core.atomic import atomic_write_bytes, atomic_write_json
+from nas.core.errors import ArchError, NasError
 from nas.search.accuracy import kendall_tau
 from nas.search_space import Arch
-from nas.search_space.errors import ArchError, NasError
-from nas.supernet.atomic import atomic_write_bytes, atomic_write_json
 from nas.supernet.checkpoint import checkpoint_file, load_supernet, read_checkpoint
 from nas.supernet.corpus import Corpus
 from nas.supernet.device import resolve_device

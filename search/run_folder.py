@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nas.search_space.errors import NasError
-from nas.supernet.atomic import atomic_write_json
+from nas.core.atomic import atomic_write_json
+from nas.core.errors import NasError
 
 from .settings import SearchConfig
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from nas.search_space.errors import NasError
+from nas.core.errors import NasError
 
 SAMPLERS = ("tpe", "nsga2", "random")  # Optuna samplers a search may use
 

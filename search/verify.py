@@ -30,8 +30,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from torch import nn
 
+from nas.core.errors import VerifyError
 from nas.search_space import Arch, SearchSpace
-from nas.search_space.errors import NasError
 
 from .drift import DEFAULT_RERUN_NOISE
 from .fingerprint import Workload
@@ -42,10 +42,6 @@ FITS = "fits"
 BORDERLINE = "borderline"
 OVER = "over"
 STATUSES = (FITS, BORDERLINE, OVER)
-
-
-class VerifyError(NasError, ValueError):
-    """Verification asked for something it cannot do (one pass, no budget, lengths differ)."""
 
 
 def classify(median_ms: float, spread: float, budget_ms: float, noise: float) -> str:

@@ -1,9 +1,11 @@
-"""Search spaces and architectures. Imports nothing else of nas."""
+"""Search spaces and architectures. Imports only the base layer (nas.core).
+
+The errors are re-exported for `from nas.search_space import SpaceError`; they live in core/.
+"""
 
 from __future__ import annotations
 
-from .arch import Arch, LayerArch
-from .errors import (
+from nas.core.errors import (
     ArchError,
     BudgetError,
     CheckpointError,
@@ -12,6 +14,8 @@ from .errors import (
     NasError,
     SpaceError,
 )
+
+from .arch import Arch, LayerArch
 from .mixers import MIXERS, MixerChoices
 from .space import SearchSpace
 

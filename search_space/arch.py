@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ArchError
+from nas.core.errors import ArchError
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from nas.core.errors import ArchError, SpaceError
+
 from .arch import Arch, LayerArch
-from .errors import ArchError, SpaceError
 from .mixers import MIXERS
 
 _DEFAULT_FILE = Path(__file__).with_name("default.yaml")

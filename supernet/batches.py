@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nas.search_space.errors import DataError
+from nas.core.errors import DataError
 
 Tensor = torch.Tensor
 

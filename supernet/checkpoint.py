@@ -25,10 +25,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from nas.core.atomic import atomic_write_with
+from nas.core.errors import CheckpointError, NasError
 from nas.search_space import SearchSpace
-from nas.search_space.errors import CheckpointError, NasError
 
-from .atomic import atomic_write_with
 from .supernet import Supernet
 
 # Format 2 stores the embedding and exit heads in width chunks (params.ElasticParams).

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from nas.core.errors import CheckpointError
 from nas.search_space import SearchSpace
-from nas.search_space.errors import CheckpointError
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from nas.search_space.errors import DataError
-
-from .atomic import atomic_write_json
+from nas.core.atomic import atomic_write_json
+from nas.core.errors import DataError
 
 FORMAT = "nas.corpus/1"
 SPLITS = ("train", "val", "test")

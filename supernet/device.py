@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from nas.search_space.errors import DeviceError
+from nas.core.errors import DeviceError
 
 
 def resolve_device(name: str = "auto") -> torch.device:

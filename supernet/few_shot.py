@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 
+from nas.core.atomic import atomic_write_json
+from nas.core.errors import CheckpointError, NasError
 from nas.search_space import Arch, SearchSpace
-from nas.search_space.errors import CheckpointError, NasError
 
-from .atomic import atomic_write_json
 from .corpus import Corpus
 from .training import TrainConfig, train, usage_key
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nas.core.errors import ArchError
 from nas.kernels import (
     depthwise_conv_flops,
     depthwise_conv_mixer,
@@ -30,7 +31,6 @@ from nas.kernels import (
     softmax_attention_flops,
 )
 from nas.search_space import LayerArch
-from nas.search_space.errors import ArchError
 
 from .config import NetConstants
 from .params import ParamSpec

@@ -9,9 +9,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from nas.search_space.errors import ArchError, CheckpointError
+from nas.core.atomic import atomic_write_bytes, atomic_write_json
+from nas.core.errors import ArchError, CheckpointError
 
-from .atomic import atomic_write_bytes, atomic_write_json
 from .static import FORMAT, StaticModel
 
 WEIGHTS_FILE = "model.safetensors"

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from nas.core.atomic import atomic_write_json, atomic_write_text
+from nas.core.errors import ArchError, CheckpointError, DataError, NasError
 from nas.search_space import Arch, SearchSpace
-from nas.search_space.errors import ArchError, CheckpointError, DataError, NasError
 
-from .atomic import atomic_write_json, atomic_write_text
 from .batches import BatchSampler, check_length, eval_batches
 from .checkpoint import (
     Checkpoint,

@@ -11,7 +11,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from nas.search_space.errors import NasError
+from nas.core.errors import NasError
 
 from . import latency_cmd, profile_cmd, search_cmd, space_cmd, train_cmd
 

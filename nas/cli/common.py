@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from nas.core.errors import ArchError
 from nas.search_space import Arch, SearchSpace
-from nas.search_space.errors import ArchError
 
 
 def add_space_argument(parser: argparse.ArgumentParser) -> None:

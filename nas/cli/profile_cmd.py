@@ -10,8 +10,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+from nas.core.errors import WorkloadError
 from nas.search.accuracy import AccuracyReport
-from nas.search.fingerprint import Workload, WorkloadError
+from nas.search.fingerprint import Workload
 from nas.search.measure import MeasureConfig
 from nas.search.profile import ProfileConfig, check_profile, get_profile, save_profile, total_steps
 

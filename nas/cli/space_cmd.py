@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from nas.search_space.errors import NasError
+from nas.core.errors import NasError
 
 from .common import add_space_argument, load_arch, load_space
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
+from nas.core.errors import CheckpointError, NasError
 from nas.search_space import SearchSpace
-from nas.search_space.errors import CheckpointError, NasError
 from nas.supernet.checkpoint import checkpoint_path, read_checkpoint
 from nas.supernet.corpus import Corpus, load_corpus
 from nas.supernet.device import resolve_device

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import make_tiny_space
+from nas.core.errors import DeviceError
 from nas.search.fingerprint import (
     Workload,
     WorkloadError,
@@ -31,7 +32,6 @@ from nas.search.measure import (
     retry_disturbed,
     time_callable,
 )
-from nas.search_space.errors import DeviceError
 
 
 class ScriptedClock:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_space
+from nas.core.errors import ArchError
 from nas.search.predictor import (
     ArchEncoder,
     KernelTable,
@@ -18,7 +19,6 @@ from nas.search.predictor import (
     mixer_options,
 )
 from nas.search_space import Arch, LayerArch, SearchSpace
-from nas.search_space.errors import ArchError
 
 
 def _random_predictor(space: SearchSpace, seed: int = 0) -> LatencyPredictor:

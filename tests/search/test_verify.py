@@ -7,6 +7,7 @@ import json
 import pytest
 
 from conftest import make_tiny_space
+from nas.core.errors import NasError
 from nas.search.fingerprint import Workload
 from nas.search.measure import MeasureConfig, Measurement, random_model
 from nas.search.verify import (
@@ -20,7 +21,6 @@ from nas.search.verify import (
     verify,
 )
 from nas.search_space import Arch, LayerArch
-from nas.search_space.errors import NasError
 
 QUICK = MeasureConfig(runs=3, warmup_iters=1, warmup_s=0.0, max_attempts=1, max_waits=0)
 WORKLOAD = Workload(seq_len=8, threads=1)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_space
+from nas.core.errors import ClusterError
 from nas.search.evaluator import EvalPayload, Evaluator, payload_from_net
-from nas.search.ray_cluster import ClusterError, _sync_auth_with_environment, connect_ray
+from nas.search.ray_cluster import _sync_auth_with_environment, connect_ray
 from nas.search.workers import InProcessPool, RayPool
 from nas.search_space import Arch, LayerArch, NasError
 from nas.supernet import Supernet

@@ -13,7 +13,7 @@ import torch
 
 from conftest import make_tiny_space
 from nas import Arch, ArchError, CheckpointError, DataError, DeviceError, LayerArch, Supernet
-from nas.search_space.errors import NasError
+from nas.core.errors import NasError
 from nas.supernet.batches import eval_batches
 from nas.supernet.checkpoint import checkpoint_path, load_supernet, read_checkpoint
 from nas.supernet.corpus import load_corpus

@@ -1,6 +1,6 @@
 """The error hierarchy of `nas`.
 
-It lives in the lowest layer so that every layer can raise it. Every error a user can
+It lives in the base layer (core/) so that every layer can raise it. Every error a user can
 cause by what they hand us (a file, a string, a flag) derives from `NasError`; the CLI
 turns any `NasError` into one line on stderr and exit code 2.
 """
@@ -34,3 +34,23 @@ class BudgetError(NasError, ValueError):
 
 class DeviceError(NasError):
     """A requested device is unknown or not available on this machine."""
+
+
+class WorkloadError(NasError, ValueError):
+    """A workload (batch, sequence length, threads) that cannot be measured."""
+
+
+class ProfileError(NasError):
+    """A stored profile is unreadable, of another format, or for another space/device."""
+
+
+class StorageError(NasError):
+    """A study storage that cannot be opened or does not hold this search's study."""
+
+
+class ClusterError(NasError):
+    """A Ray cluster cannot be reached or started."""
+
+
+class VerifyError(NasError, ValueError):
+    """Verification asked for something it cannot do (one pass, no budget, lengths differ)."""
