@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from space_args import load_space
 from standalone_runs import StandaloneRunner
 
-from nas.cli.common import load_space
 from nas.core.atomic import atomic_write_json
 from nas.core.errors import NasError
 from nas.search.accuracy import kendall_tau

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 import torch
+from space_args import load_space
 
-from nas.cli.common import load_space
 from nas.core.errors import NasError
 from nas.search.fingerprint import cpu_model
 from nas.supernet.corpus import load_corpus
@@ -37,6 +37,16 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}, bf16 autocast)"
     return f"{cpu_model()} ({torch.get_num_threads()} threads, fp32)"
+
+
+def speed_ratios(rates: list[list[float]], skip: int) -> list[float]:
+    """Training tokens/s of each run against the first: the median over each run's steps
+    after its first `skip` (warm-up) steps, divided by the first run's such median.
+
+    `rates[i]` holds run i's tokens/s, one per step in order. Raises `ValueError` when a
+    run has no step after `skip`."""
+    medians = [statistics.median(r[skip:]) for r in rates]
+    return [m / medians[0] for m in medians]
 
 
 def run_on(device: torch.device, space, corpus, config: TrainConfig, out: Path) -> dict:
@@ -106,11 +116,11 @@ def main() -> int:
     )
     print(header)
     print("-" * len(header))
-    ref = statistics.median(runs[0]["tokens_per_s"][args.skip :])
-    for r in runs:
+    ratios = speed_ratios([r["tokens_per_s"] for r in runs], args.skip)
+    for r, ratio in zip(runs, ratios, strict=True):
         rate = statistics.median(r["tokens_per_s"][args.skip :])
         print(
-            f"{r['device']:<7} {rate:>9,.0f} {rate / ref:>6.2f} {r['wall_s']:>7.1f} "
+            f"{r['device']:<7} {rate:>9,.0f} {ratio:>6.2f} {r['wall_s']:>7.1f} "
             f"{r['train_largest']:>8.3f} {r['train_smallest']:>8.3f} {r['val_largest']:>6.3f} "
             f"{r['val_smallest']:>6.3f}  {r['name']}"
         )

@@ -54,3 +54,12 @@ class ClusterError(NasError):
 
 class VerifyError(NasError, ValueError):
     """Verification asked for something it cannot do (one pass, no budget, lengths differ)."""
+
+
+class NonFiniteLossError(NasError, FloatingPointError):
+    """A training step's loss is NaN or infinite: the run diverged, most often because
+    the learning rate is too high. Still a `FloatingPointError`, as it was before."""
+
+
+class ExportError(NasError):
+    """A model cannot be exported (ONNX, torch.export), or its export fails its parity check."""

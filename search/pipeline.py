@@ -78,7 +78,7 @@ def resolve_supernet(
     given_space = SearchSpace.from_file(config.space) if config.space else None
     if config.supernet:
         source = open_supernet(config.supernet, given_space)
-        corpus = _corpus_of(source, config)
+        corpus = corpus_of(source, config)
         return source, corpus
     space = given_space or SearchSpace.default()
     corpus = load_corpus(config.data or None, dtype=config.tokens_dtype or None, progress=progress)
@@ -88,7 +88,7 @@ def resolve_supernet(
     return open_supernet(run_dir, space), corpus
 
 
-def _corpus_of(source: SupernetSource, config: SearchConfig) -> Corpus:
+def corpus_of(source: SupernetSource, config: SearchConfig) -> Corpus:
     """`--data` if given, else the corpus the supernet recorded it was trained on."""
     if config.data:
         return load_corpus(config.data, dtype=config.tokens_dtype or None, progress=False)

@@ -56,13 +56,25 @@ class FewShotRuns:
 
     def sub_for(self, arch: Arch) -> Path:
         """The run folder of the sub-supernet that trained `arch`'s mixers at the split
-        layers; `NasError` when `arch` is too shallow to reach them."""
+        layers; `NasError` when `arch` is too shallow to reach them, `CheckpointError`
+        (naming the combination and the few-shot folder) when no sub-supernet trained
+        that combination, e.g. an arch of another space than the one split."""
         if arch.depth <= max(self.layers):
             raise NasError(
                 f"arch of depth {arch.depth} has no layer {max(self.layers)}, where this "
                 f"few-shot supernet is split; every arch of its space must reach it"
             )
-        return self.subs[tuple(arch.layers[i].mixer for i in self.layers)]
+        mixers = tuple(arch.layers[i].mixer for i in self.layers)
+        if mixers not in self.subs:
+            # Every sub-supernet sits in the few-shot folder, so its parent names that folder.
+            folder = next(iter(self.subs.values())).parent if self.subs else "few-shot run"
+            held = sorted(",".join(m) for m in self.subs)
+            raise CheckpointError(
+                f"{folder}: no sub-supernet for mixers {','.join(mixers)!r} at layers "
+                f"{list(self.layers)} (it holds {held}); use an arch of the space it was "
+                "trained on, or train a few-shot run that splits on these mixers"
+            )
+        return self.subs[mixers]
 
 
 def check_split(space: SearchSpace, layers: tuple[int, ...], split_at: int, steps: int) -> None:

@@ -67,11 +67,25 @@ class StaticModel(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.exit_head = exit_head
 
+    # The forward pass is these three parts in turn, and nothing else: the latency kernel
+    # table times each part through these same methods (search/kernel_table.py), so what
+    # it measures is what the deployed model runs.
     def forward(self, tokens: Tensor) -> Tensor:
-        x = embed(tokens, self.embedding.tensors())  # (B, T, d)
+        return self.read_out(self.run_blocks(self.embed_tokens(tokens)))  # (B, T, V)
+
+    def embed_tokens(self, tokens: Tensor) -> Tensor:
+        """(B, T) int64 tokens -> (B, T, d) hidden states entering the first block."""
+        return embed(tokens, self.embedding.tensors())
+
+    def run_blocks(self, x: Tensor) -> Tensor:
+        """(B, T, d) -> (B, T, d) through every block, in order."""
         for block in self.blocks:
             x = block(x, self.consts)
-        return read_exit(x, self.exit_head.tensors())  # (B, T, V)
+        return x
+
+    def read_out(self, x: Tensor) -> Tensor:
+        """(B, T, d) hidden states after the last block -> (B, T, V) logits (the exit head)."""
+        return read_exit(x, self.exit_head.tensors())
 
     def config(self) -> dict[str, Any]:
         """The JSON config from which `from_config` rebuilds this model's structure."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -12,10 +13,51 @@ from nas.search_space import Arch, SearchSpace
 from .config import NetConstants
 from .mixers import mixer_spec
 from .network import EMBED_PARAMS, EXIT_PARAMS, FFN_PARAMS, NORM_PARAMS, embed, read_exit, run_block
-from .params import ElasticParams
+from .params import Dims, ElasticParams, ParamSpec
 from .static import StaticBlock, StaticModel
 
 Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class PartUse:
+    """One elastic part an arch uses, where it lives on each side, and at what size."""
+
+    key: str  # module path of the ElasticParams in a Supernet, e.g. "blocks.0.mixers.glu"
+    target: str  # module path of the FixedParams in the extracted model, e.g. "blocks.0.mixer"
+    specs: tuple[ParamSpec, ...]  # the part's weights at symbolic sizes
+    dims: Dims  # the arch's concrete size of every symbolic dim for this part
+
+
+def arch_parts(arch: Arch, consts: NetConstants, ffn_per_mixer: bool = False) -> list[PartUse]:
+    """Every elastic part `arch` uses, in the order `Supernet.extract` copies them.
+
+    The same layout as `Supernet` (module names) and `StaticModel` (targets), so a part's
+    prefix at `dims` is exactly the weights the extracted model holds at `target`. It
+    needs no supernet: a family on disk is read by it. Raises `ArchError` for an unknown
+    mixer.
+    """
+    base = consts.dims(arch.d_model)
+    parts = [PartUse("embedding", "embedding", EMBED_PARAMS, base)]
+    for i, layer in enumerate(arch.layers):
+        dims = consts.dims(arch.d_model, layer.heads, layer.ffn)
+        specs = mixer_spec(layer.mixer).params
+        if layer.mixer != "skip":
+            parts.append(PartUse(f"blocks.{i}.norm_mix", f"blocks.{i}.norm_mix", NORM_PARAMS, dims))
+        if specs:
+            parts.append(
+                PartUse(f"blocks.{i}.mixers.{layer.mixer}", f"blocks.{i}.mixer", specs, dims)
+            )
+        if layer.ffn:
+            norm, ffn = (
+                (f"norm_ffns.{layer.mixer}", f"ffns.{layer.mixer}")
+                if ffn_per_mixer
+                else ("norm_ffn", "ffn")
+            )
+            parts.append(PartUse(f"blocks.{i}.{norm}", f"blocks.{i}.norm_ffn", NORM_PARAMS, dims))
+            parts.append(PartUse(f"blocks.{i}.{ffn}", f"blocks.{i}.ffn", FFN_PARAMS, dims))
+    parts.append(PartUse(f"exits.{arch.depth}", "exit_head", EXIT_PARAMS, base))
+    return parts
 
 
 class SuperBlock(nn.Module):

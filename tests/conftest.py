@@ -61,6 +61,42 @@ def corpus(tmp_path, monkeypatch):
     return load_corpus(tmp_path / "code.py", progress=False)
 
 
+class UnpicklingRefused(AssertionError):
+    """Raised by `no_unpickling` wherever something tried to unpickle."""
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    """Make every way of unpickling raise `UnpicklingRefused` for the test's duration.
+
+    Patching `pickle.load(s)` alone misses `torch.load`: it builds an Unpickler
+    (`pickle_module.Unpickler` subclassed, or `torch._weights_only_unpickler.Unpickler`
+    with weights_only) and calls its `load`. So the guard sits at the Unpickler level:
+    `pickle.Unpickler` (the C class, whose methods cannot be patched, is replaced by a
+    subclass that refuses), the pure-Python `pickle._Unpickler`, the module functions,
+    and torch's weights-only unpickler.
+    """
+    import pickle
+
+    import torch._weights_only_unpickler as weights_only
+
+    def refuse(*args, **kwargs):
+        raise UnpicklingRefused("unpickling is not allowed here (the no-pickle guard)")
+
+    class RefusingUnpickler(pickle.Unpickler):
+        load = refuse
+        find_class = refuse
+
+    monkeypatch.setattr(pickle, "Unpickler", RefusingUnpickler)
+    for name in ("load", "loads", "_load", "_loads"):
+        monkeypatch.setattr(pickle, name, refuse)
+    monkeypatch.setattr(pickle._Unpickler, "load", refuse)
+    monkeypatch.setattr(pickle._Unpickler, "find_class", refuse)
+    monkeypatch.setattr(weights_only.Unpickler, "load", refuse)
+    monkeypatch.setattr(weights_only, "load", refuse)
+    return UnpicklingRefused
+
+
 @pytest.fixture
 def tiny_space() -> SearchSpace:
     return make_tiny_space()

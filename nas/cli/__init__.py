@@ -13,10 +13,18 @@ from collections.abc import Sequence
 
 from nas.core.errors import NasError
 
-from . import latency_cmd, profile_cmd, search_cmd, space_cmd, train_cmd
+from . import eval_cmd, extract_cmd, latency_cmd, profile_cmd, search_cmd, space_cmd, train_cmd
 
 # Each module adds its subcommand(s) with `register(subparsers)`; explicit, no discovery.
-COMMAND_MODULES = [space_cmd, train_cmd, profile_cmd, latency_cmd, search_cmd]
+COMMAND_MODULES = [
+    space_cmd,
+    train_cmd,
+    profile_cmd,
+    latency_cmd,
+    search_cmd,
+    extract_cmd,
+    eval_cmd,
+]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,11 +1,16 @@
-"""`nas train`: train the supernet of a space on a corpus, into a run folder."""
+"""`nas train`: train the supernet of a space on a corpus, into a run folder.
+
+A new run starts from a preset (`--preset quick|full`, docs/training.md: what each sets
+and the measurements behind it); every flag given overrides its preset's value.
+"""
 
 from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -18,6 +23,7 @@ from nas.supernet.few_shot import FEW_SHOT_FILE, check_split, train_few_shot
 from nas.supernet.training import TrainConfig, train
 
 from .common import add_space_argument, layer_list, load_archs, load_space
+from .train_presets import PRESETS, preset_help, preset_values
 
 # CLI flag -> TrainConfig field. The flags default to None so that a resumed run can tell
 # a flag the user gave (which must agree with the run) from one left out.
@@ -27,7 +33,6 @@ _CONFIG_FLAGS = {
     "seq_len": "seq_len",
     "random_archs": "random_archs",
     "lr": "lr",
-    "distill_weight": "distill_weight",
     "homogeneous_share": "homogeneous_share",
     "fair": "fair",
     "sandwich_random_mixers": "sandwich_random_mixers",
@@ -42,12 +47,12 @@ _CONFIG_FLAGS = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    defaults = TrainConfig()
     p = sub.add_parser(
         "train",
-        help="train the supernet (sandwich rule, in-place distillation, a loss at every exit)",
+        help="train the supernet (sandwich rule, a loss at every exit)",
         description="Train the weight-sharing supernet of a space on a corpus. Everything "
-        "goes to the run folder --out: manifest.json, metrics.jsonl, checkpoint.safetensors.",
+        "goes to the run folder --out: manifest.json, metrics.jsonl, checkpoint.safetensors. "
+        "A new run starts from --preset; each flag given overrides the preset's value.",
     )
     add_space_argument(p)
     p.add_argument(
@@ -57,53 +62,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with --tokens-dtype (default: the Python standard library's sources, byte-level)",
     )
     p.add_argument("--tokens-dtype", metavar="DTYPE", help="dtype of a raw .bin token array")
-    p.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps ({defaults.steps})")
     p.add_argument(
-        "--batch-size", type=int, metavar="B", help=f"sequences per step ({defaults.batch_size})"
+        "--preset",
+        choices=PRESETS,
+        help=preset_help(),
     )
+    p.add_argument("--steps", type=int, metavar="N", help="optimizer steps (preset)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="sequences per step (preset)")
     p.add_argument(
-        "--seq-len", type=int, metavar="T", help=f"tokens per sequence ({defaults.seq_len})"
+        "--seq-len", type=int, metavar="T", help="tokens per sequence (preset: max_seq_len)"
     )
-    p.add_argument(
-        "--random-archs",
-        type=int,
-        metavar="K",
-        help=f"random archs per step besides the largest and smallest ({defaults.random_archs})",
-    )
-    p.add_argument("--lr", type=float, help=f"peak learning rate ({defaults.lr})")
-    p.add_argument(
-        "--distill-weight",
-        type=float,
-        metavar="W",
-        help=f"subnets' weight on distillation vs. the targets ({defaults.distill_weight})",
-    )
-    p.add_argument(
-        "--homogeneous-share",
-        type=float,
-        metavar="P",
-        help="share of the random archs drawn with one mixer in every layer "
-        f"({defaults.homogeneous_share})",
-    )
-    p.add_argument(
-        "--fair",
-        action="store_true",
-        default=None,
-        help="fair sampling: instead of --random-archs, one arch per mixer, so that every "
-        "mixer trains at every layer in every step (2.6-2.9x the time per step)",
-    )
-    p.add_argument(
-        "--sandwich-random-mixers",
-        action="store_true",
-        default=None,
-        help="the sandwich's largest and smallest archs draw each layer's mixer at random at "
-        "every step instead of always being attention and skip stacks",
-    )
-    p.add_argument(
-        "--ffn-per-mixer",
-        action="store_true",
-        default=None,
-        help="an FFN per (layer, mixer) instead of one per layer shared by the mixers",
-    )
+    p.add_argument("--lr", type=float, help=f"peak learning rate ({TrainConfig.lr})")
     p.add_argument(
         "--family",
         metavar="FILE",
@@ -117,34 +86,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "to specialise a trained supernet to a --family of picked archs",
     )
     p.add_argument(
-        "--branch-from",
-        metavar="RUN",
-        help="continue another run, stopped early with --stop-at, as a new run with more "
-        "--pin-mixer: its weights, optimizer, schedule and settings carry on (a few-shot "
-        "sub-supernet that keeps the one-shot run's warmup and cosine)",
-    )
-    p.add_argument(
-        "--stop-at",
-        type=int,
-        metavar="STEP",
-        help="stop after this step of the run's --steps (the schedule stays that of --steps); "
-        "--resume continues it, --branch-from branches it",
-    )
-    p.add_argument(
-        "--pin-mixer",
-        action="append",
-        metavar="SLOT:MIXER",
-        help="train only archs with this mixer at this layer slot (0-based; repeatable), "
-        "e.g. 0:conv: one sub-supernet of a few-shot split, best started with --init-from a "
-        "one-shot run",
-    )
-    p.add_argument(
         "--few-shot",
         type=layer_list,
         metavar="LAYERS",
         help="a few-shot supernet split on these layer slots' mixers (e.g. 1 or 0,1): a "
         "one-shot phase, then one sub-supernet per combination of their mixers, each a run "
-        "folder inside --out; an arch is read from the one of its own mixers",
+        "folder inside --out; an arch is read from the one of its own mixers. It ranked "
+        "better than one-shot only with --fair --ffn-per-mixer --sandwich-random-mixers",
     )
     p.add_argument(
         "--split-at",
@@ -153,23 +101,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --few-shot: steps of the one-shot phase (default: half of --steps); each "
         "sub-supernet trains the rest, so every arch sees --steps steps in all",
     )
+    p.add_argument("--eval-every", type=int, metavar="N", help="steps between validations (preset)")
     p.add_argument(
-        "--eval-every",
-        type=int,
-        metavar="N",
-        help=f"steps between validations ({defaults.eval_every})",
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        metavar="N",
-        help=f"steps between checkpoints ({defaults.checkpoint_every})",
+        "--checkpoint-every", type=int, metavar="N", help="steps between checkpoints (preset)"
     )
     p.add_argument(
         "--seed",
         type=int,
         metavar="S",
-        help=f"seed of weights, archs and batches ({defaults.seed})",
+        help=f"seed of weights, archs and batches ({TrainConfig.seed})",
     )
     p.add_argument("--out", default="runs/train", metavar="DIR", help="run folder (runs/train)")
     p.add_argument(
@@ -179,37 +119,99 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_experiment_knobs(p)
     p.set_defaults(func=cmd_train)
+
+
+def _add_experiment_knobs(p: argparse.ArgumentParser) -> None:
+    """The sampling and few-shot knobs of the weight-sharing study, last in --help."""
+    defaults = TrainConfig()
+    g = p.add_argument_group(
+        "advanced (experiments of the weight-sharing study; see docs/training.md)"
+    )
+    g.add_argument(
+        "--random-archs",
+        type=int,
+        metavar="K",
+        help=f"random archs per step besides the largest and smallest ({defaults.random_archs})",
+    )
+    g.add_argument(
+        "--homogeneous-share",
+        type=float,
+        metavar="P",
+        help="share of the random archs drawn with one mixer in every layer "
+        f"({defaults.homogeneous_share})",
+    )
+    g.add_argument(
+        "--fair",
+        action=argparse.BooleanOptionalAction,
+        help="fair sampling: instead of --random-archs, one arch per mixer, so that every "
+        "mixer trains at every layer in every step (2.6-2.9x the time per step; preset)",
+    )
+    g.add_argument(
+        "--ffn-per-mixer",
+        action=argparse.BooleanOptionalAction,
+        help="an FFN per (layer, mixer) instead of one per layer shared by the mixers (preset)",
+    )
+    g.add_argument(
+        "--sandwich-random-mixers",
+        action=argparse.BooleanOptionalAction,
+        help="the sandwich's largest and smallest archs draw each layer's mixer at random at "
+        "every step instead of always being attention and skip stacks",
+    )
+    g.add_argument(
+        "--pin-mixer",
+        action="append",
+        metavar="SLOT:MIXER",
+        help="train only archs with this mixer at this layer slot (0-based; repeatable), "
+        "e.g. 0:conv: one sub-supernet of a few-shot split, best started with --init-from a "
+        "one-shot run",
+    )
+    g.add_argument(
+        "--stop-at",
+        type=int,
+        metavar="STEP",
+        help="stop after this step of the run's --steps (the schedule stays that of --steps); "
+        "--resume continues it, --branch-from branches it",
+    )
+    g.add_argument(
+        "--branch-from",
+        metavar="RUN",
+        help="continue another run, stopped early with --stop-at, as a new run with more "
+        "--pin-mixer: its weights, optimizer, schedule and settings carry on (a few-shot "
+        "sub-supernet that keeps the one-shot run's warmup and cosine)",
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     out = Path(args.out)
-    given = {field: getattr(args, flag) for flag, field in _CONFIG_FLAGS.items()}
-    given = {k: v for k, v in given.items() if v is not None}
-    if given.get("fair") and {"random_archs", "homogeneous_share"} & set(given):
-        raise NasError(
-            "--fair trains one arch per mixer in place of the random archs; "
-            "drop --random-archs / --homogeneous-share, or drop --fair"
-        )
+    flags = {field: getattr(args, flag) for flag, field in _CONFIG_FLAGS.items()}
+    flags = {k: v for k, v in flags.items() if v is not None}  # the flags given
     if args.stop_at is not None and args.stop_at < 1:
         raise NasError(f"--stop-at must be a step >= 1, got {args.stop_at}")
     if args.branch_from and args.init_from:
         raise NasError("--branch-from continues a run, --init-from starts anew; give one")
     data, dtype = args.data, args.tokens_dtype
     ckpt_file = checkpoint_path(out)
+    settings = ""
     if args.resume and ckpt_file.exists():
         # A resumed run keeps its space, data and settings; flags given must agree with them.
-        space, config, data, dtype = _settings_of(ckpt_file, args, given)
+        space, config, data, dtype = _settings_of(ckpt_file, args)
+        config = replace(config, **_given(args, flags, space))
     elif args.branch_from:
         # A branch keeps its source's space, data and settings, and adds pins.
+        space, config, data, dtype = _settings_of(args.branch_from, args)
+        given = _given(args, flags, space)
         new_pins = tuple(given.pop("pinned_mixers", ()))
-        space, config, data, dtype = _settings_of(args.branch_from, args, given)
-        pins = tuple(dict.fromkeys(config.pinned_mixers + new_pins))
-        config = replace(config, pinned_mixers=pins)  # --branch-from is among `given`
+        config = replace(config, **given)  # --branch-from is among `given`
+        config = replace(
+            config, pinned_mixers=tuple(dict.fromkeys(config.pinned_mixers + new_pins))
+        )
     else:
         space = load_space(args)
-        config = TrainConfig(**given)
+        config = TrainConfig(**_given(args, flags, space, preset="quick"))
+        settings = f" (preset {args.preset or 'quick'})"
     if args.family:
         # Canonical JSON, so that the same archs given again on --resume compare equal.
         family = tuple(a.to_json() for a in load_archs(args.family, space))
@@ -224,7 +226,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(
         f"space: {space.name} (fingerprint {space.fingerprint}); device: {device}; "
-        f"{config.steps} steps x {config.batch_size} x {config.seq_len} tokens"
+        f"{config.steps} steps x {config.batch_size} x {config.seq_len} tokens{settings}"
         + (f", stopping after step {args.stop_at}" if args.stop_at else "")
     )
     started = time.perf_counter()
@@ -250,6 +252,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{_ln(space.vocab_size):.3f}); {minutes:.1f} min"
         )
     return 0
+
+
+def _given(
+    args: argparse.Namespace, flags: dict[str, Any], space: SearchSpace, preset: str | None = None
+) -> dict[str, Any]:
+    """The settings the command line gives (TrainConfig fields): those of --preset (else
+    of `preset`, if any), each overridden by the flag given for it, in `flags`.
+    `NasError` when a flag asks for random archs that fair sampling replaces."""
+    name = args.preset or preset
+    given = {**(preset_values(name, space) if name else {}), **flags}
+    if given.get("fair") and {"random_archs", "homogeneous_share"} & set(flags):
+        by_flag = bool(flags.get("fair"))
+        source = "--fair" if by_flag else f"--preset {name} (fair sampling)"
+        fix = "drop --fair" if by_flag else "pass --no-fair"
+        raise NasError(
+            f"{source} trains one arch per mixer in place of the random archs; "
+            f"drop --random-archs / --homogeneous-share, or {fix}"
+        )
+    return given
 
 
 def _few_shot_split(
@@ -320,10 +341,10 @@ def _train_few_shot(
 
 
 def _settings_of(
-    run: str | Path, args: argparse.Namespace, given: dict
+    run: str | Path, args: argparse.Namespace
 ) -> tuple[SearchSpace, TrainConfig, str | None, str | None]:
-    """The space, settings (with the flags `given` put in) and data (path, dtype) of the
-    run whose checkpoint is `run`; `CheckpointError` when --space names another space."""
+    """The space, settings and data (path, dtype) of the run whose checkpoint is `run`;
+    `CheckpointError` when --space names another space."""
     ckpt = read_checkpoint(run)
     space = ckpt.space
     if args.space and load_space(args).fingerprint != space.fingerprint:
@@ -331,11 +352,7 @@ def _settings_of(
             f"{ckpt.path}: trained for another search space than {args.space} "
             f"(fingerprint {space.fingerprint})"
         )
-    known = {f.name for f in fields(TrainConfig)}
-    config = replace(
-        TrainConfig.from_dict(ckpt.state.get("config", {})),
-        **{k: v for k, v in given.items() if k in known},
-    )
+    config = TrainConfig.from_dict(ckpt.state.get("config", {}))
     data, dtype = args.data, args.tokens_dtype
     stored = ckpt.state.get("data", {})
     if data is None and stored.get("kind") is not None and stored.get("source") != "python-stdlib":

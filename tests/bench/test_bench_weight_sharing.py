@@ -3,13 +3,16 @@ README reads from it, reuses its standalone records, and refuses bad input in on
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
+import math
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import BENCH_DIR
 from nas.supernet.checkpoint import checkpoint_path, read_checkpoint
 
 TINY = ["--steps", "6", "--batch-size", "2", "--seq-len", "16", "--eval-batches", "2"]
@@ -21,6 +24,57 @@ def bench(run_bench):
     return lambda *extra: run_bench("bench_weight_sharing.py", *TINY, *extra)
 
 
+@pytest.fixture
+def rankings(monkeypatch):
+    """The bench's ranking module, imported as the bench does (bench/ on sys.path)."""
+    monkeypatch.syspath_prepend(str(BENCH_DIR))
+    return importlib.import_module("weight_sharing_rankings")
+
+
+def kendall_tau_b(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b by counting pairs, independently of scipy: (concordant - discordant)
+    / sqrt((pairs - pairs tied in a) (pairs - pairs tied in b))."""
+    concordant = discordant = tied_a = tied_b = 0
+    for i, j in itertools.combinations(range(len(a)), 2):
+        da, db = (a[i] > a[j]) - (a[i] < a[j]), (b[i] > b[j]) - (b[i] < b[j])
+        tied_a += da == 0
+        tied_b += db == 0
+        concordant += da * db > 0
+        discordant += da * db < 0
+    pairs = len(a) * (len(a) - 1) // 2
+    return (concordant - discordant) / math.sqrt((pairs - tied_a) * (pairs - tied_b))
+
+
+def test_tau_of_rankings_whose_tau_is_known(rankings, capsys):
+    """Five archs whose reference ranking swaps the last two of the values': 1 discordant
+    pair of 10, tau 0.8; among the last three alone, 1 of 3, tau 1/3. Ranking by
+    parameter count (more parameters ranked as lower loss) reverses it: -0.8 and -1/3."""
+    values = [1.0, 2.0, 3.0, 4.0, 5.0]
+    reference = [1.0, 2.0, 3.0, 5.0, 4.0]
+    params = [10, 20, 30, 40, 50]
+    rows = [(v, r, p) for v, r, p in zip(values, reference, params, strict=True)]
+    mixed = [False, False, True, True, True]
+    taus = rankings.report_tau("ref", rows, 1, mixed)
+    tau, low, high, by_params = taus["all"]
+    assert tau == pytest.approx(0.8) and by_params == pytest.approx(-0.8)
+    assert low <= tau <= high
+    tau, low, high, by_params = taus["mixed"]
+    assert tau == pytest.approx(1 / 3) and by_params == pytest.approx(-1 / 3)
+    assert "Kendall tau, inherited vs ref: 0.800" in capsys.readouterr().out
+    # Too few mixed archs for a ranking among them: no "mixed" entry.
+    assert set(rankings.report_tau("ref", rows, 1, [True, True, False, False, False])) == {"all"}
+    # Every bootstrap resample of a perfect (reversed) ranking has tau 1 (-1).
+    assert rankings.tau_interval(values, values) == pytest.approx((1.0, 1.0))
+    assert rankings.tau_interval(values, values[::-1]) == pytest.approx((-1.0, -1.0))
+
+
+def test_gaps_of_known_losses(rankings, capsys):
+    rows = [(1.02, 1.0, 1), (0.9, 1.0, 1), (2.0, 2.0, 1)]  # +2%, -10%, 0%
+    assert rankings.report_gaps("ref", rows, 1) == pytest.approx(0.1)
+    line = capsys.readouterr().out
+    assert "largest |gap| 10.0%" in line and "mean -2.7%" in line and "within 3%: 2 of 3" in line
+
+
 def test_bench_runs_end_to_end_and_reuses_its_standalone_records(bench_files, bench):
     first = bench("--no-full-budget")
     assert first.returncode == 0, first.stderr[-2000:]
@@ -28,7 +82,11 @@ def test_bench_runs_end_to_end_and_reuses_its_standalone_records(bench_files, be
     names = {"smallest", "largest", "mixed0", "mixed1", "mixed2", "ssm", "conv", "pool"}
     assert names <= set(summary["inherited"])
     assert set(summary["inherited"]) == set(summary["standalone_same_tokens"])
-    assert -1.0 <= summary["kendall_tau"] <= 1.0
+    # The tau the bench reports is that of its own two columns, counted pair by pair.
+    names = list(summary["inherited"])
+    inherited = [summary["inherited"][n] for n in names]
+    alone = [summary["standalone_same_tokens"][n] for n in names]
+    assert summary["kendall_tau"] == pytest.approx(kendall_tau_b(inherited, alone))
     assert (bench_files["out"] / "weight_sharing.png").stat().st_size > 0
     assert "standalone: mixed0" in first.stdout
 
@@ -82,6 +140,7 @@ def test_reference_seed_and_scratch_control(bench_files, bench):
     assert sum(again[n] != first[n] for n in first) >= len(first) - 1
     tau, low, high, _ = summary["reference_seed"]["kendall_tau_between_seeds"]["all"]
     assert -1 <= low <= tau <= high <= 1
+    assert tau == pytest.approx(kendall_tau_b([first[n] for n in first], [again[n] for n in first]))
     assert "(the ceiling of any ranking)" in run.stdout
     assert list((bench_files["out"] / "standalone" / "seed1").glob("*.json"))
     scratch, finetuned = summary["scratch"], summary["finetuned"]

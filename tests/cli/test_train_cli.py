@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,8 @@ import yaml
 
 from conftest import make_tiny_space
 from nas.cli import main
+from nas.search.default_supernet import search_train_config
+from nas.supernet import training
 from nas.supernet.checkpoint import checkpoint_path, load_supernet, read_checkpoint
 from nas.supernet.few_shot import load_few_shot
 from nas.supernet.training import TrainConfig, lr_at, read_manifest
@@ -403,3 +407,83 @@ def test_a_bad_few_shot_split_gives_one_line_and_exit_2(files, capsys, extra, ma
     assert _train(files, "--steps", "4", *extra) == 2
     _one_error_line(capsys, match)
     assert not files["out"].exists()
+
+
+def _config_of(run) -> TrainConfig:
+    return TrainConfig.from_dict(read_manifest(run)["config"])
+
+
+def test_a_new_run_trains_the_main_job_s_settings_unless_a_flag_says_otherwise(files):
+    """No --preset: the settings of the supernet `nas search` trains (its own definition,
+    search_train_config), but for the flags given."""
+    assert _train(files, "--steps", "2") == 0
+    space = make_tiny_space()
+    expected = replace(search_train_config(space), steps=2, batch_size=2, seq_len=16)
+    assert _config_of(files["out"]) == expected
+    assert expected.distill_weight == 0.0 and not expected.fair  # the study's finding
+
+
+def test_preset_full_samples_fairly_with_an_ffn_per_mixer_and_flags_override_it(
+    files, capsys, tmp_path
+):
+    assert _train(files, "--preset", "full", "--steps", "2", "--eval-every", "2") == 0
+    assert "(preset full)" in capsys.readouterr().out
+    config = _config_of(files["out"])
+    assert config.fair and config.ffn_per_mixer and config.distill_weight == 0.0
+    assert load_supernet(files["out"]).ffn_per_mixer
+    # Resumed with the same preset it is the same run; with another, it is refused.
+    assert _train(files, "--preset", "full", "--steps", "2", "--eval-every", "2", "--resume") == 0
+    capsys.readouterr()
+    assert _train(files, "--preset", "quick", "--steps", "2", "--resume") == 2
+    _one_error_line(capsys, "keeps its settings")
+    # A flag given wins over the preset's value.
+    other = tmp_path / "no_fair"
+    args = ["train", "--space", files["space"], "--data", files["data"], *SMALL, "--steps", "2"]
+    assert main([*args, "--out", str(other), "--preset", "full", "--no-fair"]) == 0
+    assert not _config_of(other).fair and _config_of(other).ffn_per_mixer
+    capsys.readouterr()
+    # Random archs are what fair sampling replaces: asking for them names the way out.
+    bad = [*args, "--out", str(tmp_path / "bad"), "--preset", "full", "--random-archs", "3"]
+    assert main(bad) == 2
+    _one_error_line(capsys, "pass --no-fair")
+
+
+def test_help_shows_the_user_flags_before_the_experiment_knobs(capsys):
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    user, _, advanced = text.partition("advanced (experiments")
+    assert advanced, text
+    for flag in ("--preset", "--data", "--steps", "--family", "--init-from", "--resume"):
+        assert f"  {flag}" in user, flag
+    knobs = ["--random-archs", "--homogeneous-share", "--fair", "--ffn-per-mixer"]
+    knobs += ["--sandwich-random-mixers", "--pin-mixer", "--stop-at", "--branch-from"]
+    for flag in knobs:
+        assert f"  {flag}" in advanced and f"  {flag}" not in user, flag
+    assert "--distill-weight" not in text  # measured worse, used by no user: not a flag
+
+
+def test_a_diverging_run_gives_one_line_naming_the_step_and_the_fix(files, capsys):
+    assert _train(files, "--steps", "5", "--lr", "1e30") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nas: error:") and "\n" not in err and "Traceback" not in err, err
+    fix = r"lower the peak learning rate \(--lr, now 1e\+30\)"
+    assert re.search(r"non-finite loss at step \d+ \(.*\); " + fix, err), err
+
+
+def test_a_nan_loss_is_a_one_line_error_with_exit_2(files, capsys, monkeypatch):
+    """A loss that turns NaN at step 2 (as if the run diverged): one line, no traceback."""
+    real = training.sandwich_step
+    calls = []
+
+    def nan_at_step_2(*args, **kwargs):
+        losses = real(*args, **kwargs)
+        calls.append(1)
+        return {**losses, "largest": float("nan")} if len(calls) == 2 else losses
+
+    monkeypatch.setattr(training, "sandwich_step", nan_at_step_2)
+    assert _train(files, "--steps", "4") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nas: error:") and err.count("\n") == 1 and "Traceback" not in err
+    assert "non-finite loss at step 2" in err and "--lr" in err, err
+    # No checkpoint holds the diverged step.
+    assert not checkpoint_path(files["out"]).exists() or read_checkpoint(files["out"]).step < 2

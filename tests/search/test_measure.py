@@ -170,9 +170,32 @@ def test_machine_probe_sees_another_busy_process():
 
 def test_machine_probe_measures_speed_against_its_calm_reference():
     probe = MachineProbe()
+    readings: list[float] = []
+    real = probe.reference_ms
+
+    def recorded() -> float:
+        readings.append(real())
+        return readings[-1]
+
+    probe.reference_ms = recorded
     seen = probe.stop(probe.start())
     assert 0 < probe.calm_ms < math.inf
-    assert seen.slowdown >= 0.0
+    # 10 calibration readings, one before the attempt and one after; the calm speed is the
+    # fastest of all, and the slowdown is the slower of the two around the attempt over it.
+    assert len(readings) == 12 and probe.calm_ms == min(readings)
+    assert seen.slowdown == pytest.approx(max(readings[10:]) / min(readings) - 1.0)
+
+
+def test_machine_probe_reports_a_known_slowdown_exactly():
+    probe = MachineProbe(check_speed=True)
+    scripted = iter([2.0] * 10 + [2.5, 2.2] + [1.6, 1.8])  # reference op times, ms
+    probe.reference_ms = lambda: next(scripted)
+    # Calm is 2.0 ms (calibration); the slower reading around the attempt is 2.5 ms (the
+    # one before it): 25% slower.
+    assert probe.stop(probe.start()).slowdown == pytest.approx(0.25)
+    # A faster reading lowers the calm speed first: 1.8 ms against 1.6 ms is 12.5% slower.
+    assert probe.stop(probe.start()).slowdown == pytest.approx(0.125)
+    assert probe.calm_ms == pytest.approx(1.6)
 
 
 def test_short_calls_are_grouped_into_samples_of_min_sample_ms():

@@ -10,8 +10,11 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
+import nas.search.profile as profile_mod
 from conftest import make_tiny_space
+from nas.search import measured_code
 from nas.search.accuracy import (
     FEATURES,
     FLOPS,
@@ -24,7 +27,9 @@ from nas.search.accuracy import (
     target_checks,
 )
 from nas.search.fingerprint import Workload, environment
-from nas.search.measure import MeasureConfig
+from nas.search.kernel_table import entry_call, kernel_plan, layer_of, timed_part
+from nas.search.measure import MeasureConfig, Measurer, random_model
+from nas.search.measured_code import code_digest, files_digest, measured_files
 from nas.search.profile import (
     Profile,
     ProfileConfig,
@@ -187,3 +192,136 @@ def test_damaged_or_foreign_files_are_profile_errors(tmp_path):
         load_profile(bad)
     with pytest.raises(ProfileError, match="no such profile"):
         load_profile(tmp_path / "missing.json")
+
+
+# ------------------------------------------------------------------ one definition of a block
+def _hooked(model, capture_in=None, replace_in=None, capture_out=None):
+    """Hooks on `model`'s first and last blocks, inside its real forward pass: record what
+    enters the first block, or replace it, and record what leaves the last block."""
+
+    def pre(module, args):
+        if capture_in is not None:
+            capture_in.append(args[0])
+        if replace_in is not None:
+            return (replace_in, *args[1:])
+        return None
+
+    def post(module, args, out):
+        if capture_out is not None:
+            capture_out.append(out)
+
+    return [
+        model.blocks[0].register_forward_pre_hook(pre),
+        model.blocks[-1].register_forward_hook(post),
+    ]
+
+
+@pytest.mark.parametrize("instances", [1, 2])
+def test_every_kernel_table_entry_computes_what_the_deployed_forward_computes(space, instances):
+    """Each entry's timed call gives, bit for bit, what that part of `StaticModel.forward`
+    gives inside a whole forward pass (seen through hooks, not through the table's code):
+    the table cannot time other wiring than the deployed model runs."""
+    measurer = Measurer(Workload(**TINY_WORKLOAD), QUICK)
+    tokens = measurer.tokens_for(space.vocab_size)  # (B, T)
+    seed = 5
+    plan = kernel_plan(space)
+    assert {kind for kind, _, _ in plan} == {"embed", "mixer", "ffn", "exit"}
+    with torch.no_grad():
+        for kind, d, choice in plan:
+            layer = layer_of(kind, choice)
+            got = entry_call(kind, layer, space, d, measurer, instances, seed)()
+            x = measurer.hidden(d, seed)  # (B, T, d): the input the table feeds blocks
+            if kind in ("mixer", "ffn"):
+                model = random_model(space, Arch(d, (layer,) * instances), seed)
+                out: list[torch.Tensor] = []
+                handles = _hooked(model, replace_in=x, capture_out=out)
+                model(tokens)
+                for h in handles:
+                    h.remove()
+                assert len(got) == 1 and torch.equal(got[0], out[0]), (kind, d, choice)
+                continue
+            assert len(got) == instances
+            for j in range(instances):
+                model = random_model(space, Arch(d, (layer,)), seed + j)
+                entering: list[torch.Tensor] = []
+                if kind == "embed":
+                    handles = _hooked(model, capture_in=entering)
+                    model(tokens)
+                    want = entering[0]  # what the forward hands its first block
+                else:  # exit: the forward's logits for hidden states x at its last block
+                    handles = _hooked(model, replace_in=x)
+                    want = model(tokens)
+                for h in handles:
+                    h.remove()
+                assert torch.equal(got[j], want), (kind, d, j)
+
+
+def test_the_forward_is_its_timed_parts_in_turn(space):
+    """`StaticModel.forward` is embed_tokens -> run_blocks -> read_out and nothing else,
+    the parts `timed_part` hands the kernel table."""
+    tokens = torch.randint(0, space.vocab_size, (2, 8), generator=torch.Generator().manual_seed(0))
+    for arch in space.sample_many(6, seed=2) + [space.largest(), space.smallest()]:
+        model = random_model(space, arch, seed=1)
+        parts = [timed_part(kind, model) for kind in ("embed", "mixer", "exit")]
+        with torch.no_grad():
+            assert torch.equal(model(tokens), parts[2](parts[1](parts[0](tokens)))), arch.id
+    with pytest.raises(ValueError, match="unknown kernel-table entry kind"):
+        timed_part("norm", model)
+
+
+# ------------------------------------------------------------------ code digest in the key
+def test_code_digest_covers_the_kernels_and_the_block_wiring(tmp_path):
+    files = measured_files()
+    names = {(p.parent.name, p.name) for p in files}
+    assert {("kernels", "attention.py"), ("kernels", "ssm.py")} <= names
+    assert {("supernet", n) for n in ("network.py", "static.py", "mixers.py")} <= names
+    assert code_digest() == files_digest(files)
+    # A copy of the kernels digests as the kernels do; one changed byte changes the digest.
+    kernels = [p for p in files if p.parent.name == "kernels"]
+    copies = tmp_path / "kernels"
+    copies.mkdir()
+    for p in kernels:
+        (copies / p.name).write_bytes(p.read_bytes())
+    copied = [copies / p.name for p in kernels]
+    assert files_digest(copied) == files_digest(kernels)
+    target = copies / "attention.py"
+    target.write_bytes(target.read_bytes().replace(b"softmax", b"softmaX", 1))
+    assert files_digest(copied) != files_digest(kernels)
+
+
+def test_a_profile_of_other_code_is_rebuilt_not_reused(built, space, tmp_path, monkeypatch):
+    profile, path, *_ = built
+    assert profile.code_digest == code_digest()  # the build records what it measured
+    env = environment(Workload(**TINY_WORKLOAD))
+    root = tmp_path / "cache"
+    root.mkdir()
+    (root / path.name).write_bytes(path.read_bytes())  # the cached profile, in a fresh cache
+    rebuilt = []
+
+    def fake_build(space_, workload, config=None, step=None):
+        rebuilt.append(workload)
+        return Profile.from_dict(json.loads(path.read_text()))
+
+    monkeypatch.setattr(profile_mod, "build_profile", fake_build)
+    same, same_path, was_built = get_profile(
+        space, Workload(**TINY_WORKLOAD), config=TINY_CONFIG, root=root
+    )
+    assert not was_built and not rebuilt and same_path == root / path.name
+    # The kernels change: the key changes with them and the cached profile is not reused.
+    monkeypatch.setattr(measured_code, "code_digest", lambda: "0123456789abcdef")
+    assert profile_path(space, env, TINY_CONFIG, root) != root / path.name
+    _, new_path, was_built = get_profile(
+        space, Workload(**TINY_WORKLOAD), config=TINY_CONFIG, root=root
+    )
+    assert was_built and len(rebuilt) == 1 and new_path != root / path.name
+
+
+def test_a_profile_given_explicitly_for_other_code_is_refused(built, monkeypatch):
+    profile, *_ = built
+    check_device(profile)  # this code, this device: accepted
+    for digest in ("0123456789abcdef", ""):  # other code, or a profile that never said
+        data = json.loads(json.dumps(profile.to_dict()))
+        data["code_digest"] = digest
+        with pytest.raises(ProfileError, match="other kernel or model code") as err:
+            check_device(Profile.from_dict(data))
+        assert "\n" not in str(err.value) and "nas profile" in str(err.value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from bench_modules import bench_module
 
 from conftest import make_tiny_space
 from nas import Arch, CheckpointError, LayerArch, NasError
@@ -17,7 +18,9 @@ from nas.supernet.few_shot import (
     load_few_shot,
     train_few_shot,
 )
-from nas.supernet.training import METRICS_FILE, MetricsLog, TrainConfig, logged_passes
+from nas.supernet.training import METRICS_FILE, MetricsLog, TrainConfig
+
+logged_passes = bench_module("train_accounting").logged_passes  # the bench's pass count
 
 TINY = {"batch_size": 2, "seq_len": 16, "eval_batches": 2, "reference_archs": 2, "warmup_steps": 1}
 
@@ -160,3 +163,24 @@ def test_an_arch_too_shallow_for_the_split_is_refused(tmp_path):
     runs = FewShotRuns((1,), None, {("conv",): tmp_path})
     with pytest.raises(NasError, match="has no layer 1"):
         runs.sub_for(Arch(32, (LayerArch("conv", ffn=32),)))
+
+
+def test_a_mixer_combination_without_a_sub_supernet_is_one_checkpoint_error(tmp_path):
+    """An arch whose split-layer mixers no sub-supernet trained (another space's arch)
+    gets one line naming the combination and the few-shot folder, not a bare KeyError."""
+    folder = tmp_path / "fs"
+    runs = FewShotRuns(
+        (0, 1),
+        folder / "one_shot",
+        {("conv", "conv"): folder / "layer0_conv-layer1_conv"},
+    )
+    arch = Arch(32, (LayerArch("conv", ffn=32), LayerArch("attention", heads=2, ffn=0)))
+    with pytest.raises(CheckpointError) as caught:
+        runs.sub_for(arch)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{folder}: no sub-supernet for mixers 'conv,attention'")
+    assert "at layers [0, 1]" in message and "['conv,conv']" in message
+    assert runs.sub_for(Arch(32, (LayerArch("conv", ffn=32),) * 2)) == folder / (
+        "layer0_conv-layer1_conv"
+    )
