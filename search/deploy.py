@@ -272,6 +272,11 @@ def _supernet(request: ExtractRequest, run: SearchRun | None) -> SupernetSource:
     path = request.supernet or (run.supernet if run else "")
     if run is not None and not path:
         raise NasError(f"{run.path}: its manifest names no supernet; pass --supernet RUN")
+    if run is not None and not request.supernet and not Path(path).exists():
+        raise NasError(
+            f"{run.path}: the supernet it searched, {path}, is not there from here (older searches "
+            "recorded it relative to where they ran); pass --supernet PATH"
+        )
     source = open_supernet(path, run.space if run else None)
     if run is not None and request.supernet and source.digest != run.supernet_digest:
         raise NasError(

@@ -228,9 +228,9 @@ def run_search(
     check_budget(config.budget_ms, float(predict_many([smallest])[0]), smallest)
     run.start(config, resume, command, supernet_digest=source.digest)
     run.record(
-        supernet=str(source.path),
+        supernet=str(source.path.resolve()),
         space=space.to_dict(),
-        profile=str(profile_path),
+        profile=str(Path(profile_path).resolve()),
         drift=drift.to_dict() if drift else None,
     )
     for name, seconds in times.items():
