@@ -8,6 +8,7 @@ weights (safetensors + JSON), model_card.md and any exports asked for, each chec
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,8 +17,8 @@ from typing import Any
 from nas.core.errors import NasError
 from nas.search_space import Arch
 from nas.supernet.checkpoint import load_supernet
-from nas.supernet.family import FAMILY_FILE, save_family
-from nas.supernet.storage import CONFIG_FILE, save_model
+from nas.supernet.family import FAMILY_FILE, FAMILY_WEIGHTS, save_family
+from nas.supernet.storage import CONFIG_FILE, WEIGHTS_FILE, save_model
 
 from .evaluator import SupernetSource, open_supernet, validation_batches
 from .extract import (
@@ -321,3 +322,21 @@ def _check_out(request: ExtractRequest) -> None:
             f"--out {out}: already holds an extracted model ({held[0]}); pass --force to "
             "replace it, or name another folder"
         )
+    if held:
+        _remove_artifacts(out)
+
+
+def _remove_artifacts(out: Path) -> None:
+    """Delete what an earlier `nas extract` wrote in `out` (and nothing else), so that a
+    replaced model never leaves files of another kind behind: a stale model.safetensors
+    beside a new family.json would be loaded as if it were current."""
+    names = [CONFIG_FILE, WEIGHTS_FILE, FAMILY_FILE, FAMILY_WEIGHTS, MODEL_CARD]
+    names += [f"model.{fmt}" for fmt in FORMATS]
+    if (out / FAMILY_FILE).is_file():
+        try:
+            members = json.loads((out / FAMILY_FILE).read_text()).get("members", {})
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            members = {}
+        names += [f"{name}.{fmt}" for name in members for fmt in FORMATS if fmt != "safetensors"]
+    for name in names:
+        (out / name).unlink(missing_ok=True)

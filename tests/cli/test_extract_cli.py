@@ -213,3 +213,8 @@ def test_not_a_run_and_an_occupied_folder_are_refused(run, tmp_path, capsys):
     assert main(["extract", "--run", str(run), "--out", str(out), "--no-measure"]) == 2
     assert "--force" in capsys.readouterr().err
     assert main(["extract", "--run", str(run), "--out", str(out), "--no-measure", "--force"]) == 0
+    # A family replacing a model leaves none of the model's files behind.
+    argv = ["extract", "--run", str(run), "--budgets", "10s", "--out", str(out), "--no-measure"]
+    assert main([*argv, "--force"]) == 0
+    assert not (out / "config.json").exists() and not (out / "model.safetensors").exists()
+    assert (out / "family.json").is_file()
