@@ -167,11 +167,7 @@ def _single(request, run, source, archs, scoring, result, say) -> None:
     save_model(item.model, request.out)
     result.items.append(item)
     files = ["model.safetensors", CONFIG_FILE]
-    for fmt in request.formats:
-        if fmt != "safetensors":
-            check = _export(fmt, item.model, request.out / f"model.{fmt}")
-            result.exports.append(check)
-            files.append(f"model.{fmt}")
+    _write_exports(request.formats, item.model, request.out / "model", result, files)
     _card(request, run, source, result, files + [MODEL_CARD], None)
 
 
@@ -229,13 +225,8 @@ def _family(request, run, source, archs, corpus, scoring, result, say, progress)
         "finetune_steps": request.finetune_steps,
     }
     files = [FAMILY_FILE, "family.safetensors"]
-    for fmt in request.formats:
-        if fmt == "safetensors":
-            continue
-        for item in result.items:
-            check = _export(fmt, item.model, request.out / f"{item.name}.{fmt}")
-            result.exports.append(check)
-            files.append(f"{item.name}.{fmt}")
+    for item in result.items:
+        _write_exports(request.formats, item.model, request.out / item.name, result, files)
     _card(request, run, source, result, files + [MODEL_CARD], result.family)
 
 
@@ -263,10 +254,20 @@ def _card(request, run, source, result, files, family) -> None:
     write_model_card(request.out, result.items, provenance, files, family)
 
 
-def _export(fmt: str, model, path: Path):
-    from nas.supernet.export import export_onnx, export_pt2
+def _write_exports(formats, model, stem: Path, result: ExtractResult, files: list[str]) -> None:
+    """Each export asked for of `model`, as STEM.FMT, checked; the model is traced once
+    for all of them."""
+    wanted = [fmt for fmt in formats if fmt != "safetensors"]
+    if not wanted:
+        return
+    from nas.supernet.export import export_onnx, export_pt2, trace
 
-    return export_onnx(model, path) if fmt == "onnx" else export_pt2(model, path)
+    program = trace(model, fmt="+".join(wanted))
+    for fmt in wanted:
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        write = export_onnx if fmt == "onnx" else export_pt2
+        result.exports.append(write(model, path, program=program))
+        files.append(path.name)
 
 
 def _supernet(request: ExtractRequest, run: SearchRun | None) -> SupernetSource:

@@ -198,6 +198,14 @@ def check_pt2(
 
 
 # ------------------------------------------------------------------ shared
+def trace(
+    model: StaticModel, max_seq_len: int | None = None, fmt: str = "export"
+) -> ExportedProgram:
+    """The torch.export program both formats are written from; pass it as `program=` to
+    `export_onnx` and `export_pt2` to trace a model once for both. `ExportError` on failure."""
+    return _traced(model, _max_len(model, max_seq_len), fmt)
+
+
 def _traced(model: StaticModel, max_seq_len: int, fmt: str) -> ExportedProgram:
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise ExportError(f"{fmt} export runs on the CPU: move the model there (model.cpu())")
