@@ -22,17 +22,11 @@ from .accuracy import (
     build_report,
     measure_twice,
 )
+from .baselines import arch_flops_many, flops_features, hat_features
 from .fingerprint import Workload, environment
 from .kernel_table import kernel_plan, measure_kernel_table
 from .measure import Measurement, Measurer, retry_disturbed
-from .predictor import (
-    ArchEncoder,
-    LatencyPredictor,
-    LinearModel,
-    arch_flops_many,
-    flops_features,
-    hat_features,
-)
+from .predictor import ArchEncoder, LatencyPredictor, LinearModel
 from .profile_config import ProfileConfig, Step, profile_key
 from .profile_format import Profile
 

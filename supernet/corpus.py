@@ -40,6 +40,8 @@ import numpy as np
 from nas.core.atomic import atomic_write_json
 from nas.core.errors import DataError
 
+from .corpus_tokens import open_npy, open_raw, token_range
+
 FORMAT = "nas.corpus/1"
 SPLITS = ("train", "val", "test")
 BYTE_VOCAB = 256  # byte-level tokenization: every byte value is a token
@@ -114,11 +116,11 @@ def load_corpus(
             raise DataError(f"{path}: the folder holds no text files")
         return _text_corpus(path, files, cache, progress, source=str(path))
     if path.suffix.lower() == ".npy":  # the .npy header carries the dtype
-        return _array_corpus(path, _open_npy(path), cache, progress)
+        return _array_corpus(path, open_npy(path), cache, progress)
     if dtype is not None or path.suffix.lower() == ".bin":
         if dtype is None:
             raise DataError(f"{path}: a raw .bin token array needs its dtype (e.g. uint16)")
-        return _array_corpus(path, _open_raw(path, dtype), cache, progress)
+        return _array_corpus(path, open_raw(path, dtype), cache, progress)
     if _looks_binary(path):
         raise DataError(
             f"{path}: looks binary, not text; token arrays must be .npy, or .bin with a dtype"
@@ -314,39 +316,6 @@ def _write_by_position(
 
 
 # --------------------------------------------------------------------- token arrays
-def _open_npy(path: Path) -> np.ndarray:
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npy array ({exc})") from None
-    return _check_array(path, array)
-
-
-def _open_raw(path: Path, dtype: str) -> np.ndarray:
-    try:
-        np_dtype = np.dtype(dtype)
-    except TypeError:
-        raise DataError(f"{path}: unknown dtype '{dtype}' (e.g. uint8, uint16, int32)") from None
-    size = path.stat().st_size
-    if np_dtype.kind not in "iu":
-        raise DataError(f"{path}: token dtype must be an integer type, got '{dtype}'")
-    if size == 0 or size % np_dtype.itemsize:
-        raise DataError(
-            f"{path}: {size} bytes is not a whole, non-zero number of {dtype} tokens "
-            f"({np_dtype.itemsize} bytes each)"
-        )
-    return np.memmap(path, dtype=np_dtype, mode="r")
-
-
-def _check_array(path: Path, array: np.ndarray) -> np.ndarray:
-    if array.ndim != 1 or array.dtype.kind not in "iu" or array.size == 0:
-        raise DataError(
-            f"{path}: token arrays must be 1-D, non-empty and of an integer dtype, got shape "
-            f"{array.shape} {array.dtype}"
-        )
-    return array
-
-
 def _array_corpus(path: Path, array: np.ndarray, cache: Path, progress: bool) -> Corpus:
     st = path.stat()
     key = _hash(
@@ -362,7 +331,7 @@ def _array_corpus(path: Path, array: np.ndarray, cache: Path, progress: bool) ->
     meta_file = cache / key / "meta.json"
     meta = _read_meta(cache / key)
     if meta is None:
-        low, high = _token_range(array, progress)
+        low, high = token_range(array, progress)
         if low < 0:
             raise DataError(f"{path}: token ids must be >= 0, found {low}")
         meta = {"format": FORMAT, "split": "position", "min": low, "max": high}
@@ -382,20 +351,6 @@ def _array_corpus(path: Path, array: np.ndarray, cache: Path, progress: bool) ->
         "files_per_split": None,
     }
     return Corpus(**splits, vocab_size=int(meta["max"]) + 1, info=info)
-
-
-def _token_range(array: np.ndarray, progress: bool) -> tuple[int, int]:
-    from tqdm import tqdm
-
-    low, high = None, None
-    step = max(1, _CHUNK * 8 // array.dtype.itemsize)
-    for start in tqdm(
-        range(0, array.size, step), desc="checking tokens", disable=not progress, file=sys.stderr
-    ):
-        part = np.asarray(array[start : start + step])
-        low = int(part.min()) if low is None else min(low, int(part.min()))
-        high = int(part.max()) if high is None else max(high, int(part.max()))
-    return int(low), int(high)
 
 
 # --------------------------------------------------------------------- cache files

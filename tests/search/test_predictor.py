@@ -10,12 +10,12 @@ import pytest
 
 from conftest import make_tiny_space
 from nas.core.errors import ArchError
+from nas.search.baselines import hat_features
 from nas.search.predictor import (
     ArchEncoder,
     KernelTable,
     LatencyPredictor,
     LinearModel,
-    hat_features,
     mixer_options,
 )
 from nas.search_space import Arch, LayerArch, SearchSpace
@@ -133,8 +133,8 @@ def test_hat_features_have_one_row_per_arch_and_named_columns():
 
 
 def test_flops_for_the_baseline_are_fvcores_count():
+    from nas.search.baselines import arch_flops_many
     from nas.search.flops import arch_flops
-    from nas.search.predictor import arch_flops_many
 
     space = make_tiny_space()
     archs = [space.smallest(), space.largest(), *space.sample_many(3, seed=2)]
