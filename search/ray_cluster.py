@@ -23,6 +23,7 @@ for local clusters) is what keeps others out.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
 import time
@@ -33,6 +34,7 @@ from nas.core.errors import ClusterError
 
 _HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(?P<port>\d{1,5})$")
 _PROBE_INTERVAL_S = 0.5  # between TCP probes of a port that does not answer yet
+DEFAULT_WAIT_S = 20.0  # how long an address may take to answer, unless NAS_RAY_WAIT_S says
 
 
 @dataclass
@@ -59,7 +61,9 @@ class RayContext:
         self.shutdown()
 
 
-def connect_ray(address: str | None, num_cpus: int | None, *, wait_s: float = 20.0) -> RayContext:
+def connect_ray(
+    address: str | None, num_cpus: int | None, *, wait_s: float | None = None
+) -> RayContext:
     """Start or join Ray for this process.
 
     `address=None` starts a private local Ray with `num_cpus` CPUs (None: all of this
@@ -69,7 +73,8 @@ def connect_ray(address: str | None, num_cpus: int | None, *, wait_s: float = 20
     process is already connected, that connection is reused and left running.
 
     Raises `ClusterError` (one line naming the address and the fix) for a malformed address,
-    or when no Ray answers there within `wait_s` seconds, or Ray refuses the connection.
+    or when no Ray answers there within `wait_s` seconds (None: `default_wait_s()`), or
+    Ray refuses the connection.
     """
     import ray
 
@@ -101,13 +106,7 @@ def connect_ray(address: str | None, num_cpus: int | None, *, wait_s: float = 20
             ) from err
         return _context(started=True)
 
-    target = _resolve(address)
-    if not _answers(target, wait_s):
-        raise ClusterError(
-            f"no Ray cluster answers at {address}"
-            + (f" ({target})" if target != address else "")
-            + f" within {wait_s:g} s; start one with `ray start --head` or drop --address"
-        )
+    _require_answer(address, wait_s)
     try:
         ray.init(address=address, **quiet)
     except Exception as err:  # noqa: BLE001 - any refusal (auth, version, timeout) is one line
@@ -118,15 +117,36 @@ def connect_ray(address: str | None, num_cpus: int | None, *, wait_s: float = 20
     return _context(started=False)
 
 
-def check_address(address: str, wait_s: float = 20.0) -> None:
+def check_address(address: str, wait_s: float | None = None) -> None:
     """`ClusterError` unless a Ray cluster answers at `address` ("auto" or HOST:PORT)
     within `wait_s` seconds: a cheap check before a search spends minutes elsewhere."""
-    target = _resolve(address.strip())
+    _require_answer(address.strip(), wait_s)
+
+
+def default_wait_s() -> float:
+    """`$NAS_RAY_WAIT_S`, else 20 s: long enough for a head that is still starting."""
+    value = os.environ.get("NAS_RAY_WAIT_S", "").strip()
+    if not value:
+        return DEFAULT_WAIT_S
+    try:
+        wait_s = float(value)
+    except ValueError:
+        wait_s = -1.0
+    if not 0 <= wait_s < float("inf"):
+        raise ClusterError(f"NAS_RAY_WAIT_S={value!r} is not a number of seconds >= 0")
+    return wait_s
+
+
+def _require_answer(address: str, wait_s: float | None) -> None:
+    """`ClusterError` unless something listens at the address's GCS port within wait_s."""
+    wait_s = default_wait_s() if wait_s is None else wait_s
+    target = _resolve(address)
     if not _answers(target, wait_s):
         raise ClusterError(
             f"no Ray cluster answers at {address}"
             + (f" ({target})" if target != address else "")
             + f" within {wait_s:g} s; start one with `ray start --head` or drop --address"
+            + " (NAS_RAY_WAIT_S sets the wait)"
         )
 
 

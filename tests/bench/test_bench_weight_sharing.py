@@ -10,6 +10,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import BENCH_DIR
@@ -66,6 +67,24 @@ def test_tau_of_rankings_whose_tau_is_known(rankings, capsys):
     # Every bootstrap resample of a perfect (reversed) ranking has tau 1 (-1).
     assert rankings.tau_interval(values, values) == pytest.approx((1.0, 1.0))
     assert rankings.tau_interval(values, values[::-1]) == pytest.approx((-1.0, -1.0))
+
+
+def test_vectorized_tau_b_equals_pair_counting(rankings):
+    """The bootstrap's vectorized tau-b equals tau-b by counting pairs, ties included
+    (rounded values tie often), and is NaN where one side has no untied pair."""
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 7, 20):
+        a = rng.normal(size=(30, n)).round(1 if n > 3 else 0)
+        b = (a + rng.normal(size=(30, n))).round(0)
+        got = rankings.tau_b_rows(a, b)
+        for row, value in enumerate(got):
+            try:
+                want = kendall_tau_b(a[row].tolist(), b[row].tolist())
+            except ZeroDivisionError:
+                assert math.isnan(value)
+                continue
+            assert value == pytest.approx(want, abs=1e-12)
+    assert math.isnan(rankings.tau_b_rows([[1.0, 1.0, 1.0]], [[1.0, 2.0, 3.0]])[0])
 
 
 def test_gaps_of_known_losses(rankings, capsys):
@@ -369,10 +388,23 @@ def _is_python(pid: int) -> bool:
         (["--few-shot", "0", "--few-shot-lr", "0"], "--few-shot-lr must be > 0"),
     ],
 )
-def test_bad_options_give_one_line_and_exit_2(bench, args, match):
-    result = bench(*args)
+def test_bad_options_give_one_line_and_exit_2(bench_files, monkeypatch, capsys, args, match):
+    """Checked in-process through the bench's own parser (a subprocess per case spent ~3 s
+    importing torch); the script itself is run on bad input by the test below."""
+    monkeypatch.syspath_prepend(str(BENCH_DIR))
+    monkeypatch.setenv("NAS_CACHE_DIR", str(bench_files["out"].parent / "cache"))
+    common = ["--space", bench_files["space"], "--data", bench_files["data"]]
+    parse_setup = importlib.import_module("weight_sharing_args").parse_setup
+    with pytest.raises(SystemExit) as exited:
+        parse_setup("bench", [*common, "--out", str(bench_files["out"]), *TINY, *args])
+    assert exited.value.code == 2
+    assert match in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_the_script_gives_one_line_and_exit_2(bench):
+    result = bench("--jobs", "0")
     assert result.returncode == 2
-    assert match in result.stderr.strip().splitlines()[-1]
+    assert "--jobs must be 1 or more" in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
 
 

@@ -24,9 +24,13 @@ def setup(tmp_path_factory):
     return make_search_setup(tmp_path_factory.mktemp("search"))
 
 
-def _nas(setup, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def _nas(setup, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(NAS), *args], capture_output=True, text=True, env=setup.env, timeout=timeout
+        [str(NAS), *args],
+        capture_output=True,
+        text=True,
+        env={**setup.env, **env},
+        timeout=timeout,
     )
 
 
@@ -99,7 +103,10 @@ def test_a_search_writes_its_outputs_and_a_fine_tuned_winner(setup, tmp_path):
         (["--sampler", "grid"], "valid samplers are"),
         (["--storage", "sqlite:////nonexistent/dir/db.sqlite"], "--storage"),
         (["--seq-len", "8"], "the profile is for"),
-        (["--workers", "1", "--address", "127.0.0.1:1"], "no Ray cluster answers"),
+        (
+            ["--workers", "1", "--address", "127.0.0.1:1"],
+            "within 1 s; start one with `ray start --head`",
+        ),
         (["--workers", "1", "--address", "nowhere"], "is not 'auto' or HOST:PORT"),
     ],
 )
@@ -108,7 +115,13 @@ def test_bad_flags_are_one_line_exit_2(setup, tmp_path, extra, words):
     if extra[0] == "--budget":
         args[args.index("--budget") + 1] = extra[1]
         extra = []
-    _one_line_error(_nas(setup, *args, *extra), words)
+    # A dead address is probed for NAS_RAY_WAIT_S seconds (20 by default) before it fails.
+    _one_line_error(_nas(setup, *args, *extra, NAS_RAY_WAIT_S="1"), words)
+
+
+def test_a_bad_ray_wait_is_one_line_exit_2(setup, tmp_path):
+    args = setup.args("--workers", "1", "--address", "127.0.0.1:1", "--out", str(tmp_path / "r"))
+    _one_line_error(_nas(setup, *args, NAS_RAY_WAIT_S="soon"), "NAS_RAY_WAIT_S='soon'")
 
 
 def test_a_budget_below_the_smallest_arch_names_the_smallest_latency(setup, tmp_path):
