@@ -32,11 +32,11 @@ from .extract import (
     score,
     unique_members,
 )
-from .fingerprint import Workload, environment
+from .fingerprint import Workload
 from .model_card import MODEL_CARD, write_model_card
 from .pipeline import corpus_of, workload_of
-from .profile import Profile, ProfileConfig, check_space, load_profile, profile_path
-from .quick_profile import quick_profile_config
+from .profile import Profile, check_space, load_profile
+from .quick_profile import cached_full_or_quick
 from .search_run import SearchRun
 from .settings import SearchConfig
 
@@ -296,12 +296,8 @@ def _profile(request, run, space, workload: Workload) -> Profile | None:
         profile = load_profile(request.profile)
         check_space(profile, space)
         return profile
-    env = environment(workload)
-    for config in (ProfileConfig(), quick_profile_config()):
-        path = profile_path(space, env, config)
-        if path.is_file():
-            return load_profile(path)
-    return None
+    cached = cached_full_or_quick(space, workload)
+    return cached[0] if cached else None
 
 
 def _available(workload: Workload, say: Say) -> bool:

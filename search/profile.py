@@ -81,6 +81,30 @@ def check_profile(
     return report
 
 
+def cached_profile(
+    space: SearchSpace,
+    workload: Workload,
+    config: ProfileConfig | None = None,
+    root: Path | None = None,
+) -> Profile | None:
+    """The cached profile for (this device, `workload`, `space`, `config`) if there is
+    one for this code, else None; nothing is measured."""
+    config = config or ProfileConfig()
+    env = environment(workload)
+    path = profile_path(space, env, config, root)
+    if not path.is_file():
+        return None
+    profile = load_profile(path)
+    # The key holds the code digest too, so a profile measured on other kernels or
+    # wiring lies under another name; the digest is compared as well, to be explicit.
+    if (
+        profile.key == profile_key(space, env, config)
+        and profile.code_digest == measured_code.code_digest()
+    ):
+        return profile
+    return None
+
+
 def get_profile(
     space: SearchSpace,
     workload: Workload,
@@ -96,17 +120,11 @@ def get_profile(
     """
     config = config or ProfileConfig()
     workload.check_available()
-    env = environment(workload)
-    path = profile_path(space, env, config, root)
-    if path.is_file() and not refresh:
-        profile = load_profile(path)
-        # The key holds the code digest too, so a profile measured on other kernels or
-        # wiring lies under another name; the digest is compared as well, to be explicit.
-        if (
-            profile.key == profile_key(space, env, config)
-            and profile.code_digest == measured_code.code_digest()
-        ):
-            return profile, path, False
+    path = profile_path(space, environment(workload), config, root)
+    if not refresh:
+        cached = cached_profile(space, workload, config, root)
+        if cached is not None:
+            return cached, path, False
     profile = build_profile(space, workload, config, step)
     save_profile(profile, path)
     return profile, path, True
@@ -145,6 +163,7 @@ __all__ = [
     "environment",
     "evaluate",
     "fresh_archs",
+    "cached_profile",
     "get_profile",
     "kernel_plan",
     "load_profile",

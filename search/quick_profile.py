@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from nas.search_space import SearchSpace
+
+from .fingerprint import Workload
 from .measure import MeasureConfig
-from .profile import Profile, ProfileConfig
+from .profile import Profile, ProfileConfig, cached_profile
 
 QUICK_TRAIN = 24  # sampled subnets measured whole to fit the correction
 QUICK_HOLDOUT = 8  # held-out subnets for the accuracy report
@@ -51,3 +54,13 @@ def quick_measure(profile: Profile) -> MeasureConfig:
     is still flagged and taken once more (the least disturbed kept), and verification
     measures every candidate in several passes anyway."""
     return replace(profile.config.measure, max_waits=0)
+
+
+def cached_full_or_quick(space: SearchSpace, workload: Workload) -> tuple[Profile, bool] | None:
+    """(profile, quick) cached for this space, workload and code: the full one if `nas
+    profile` built it, else the quick one a search built; None when neither is."""
+    for config, quick in ((ProfileConfig(), False), (quick_profile_config(), True)):
+        profile = cached_profile(space, workload, config)
+        if profile is not None:
+            return profile, quick
+    return None

@@ -48,7 +48,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
         profile, path = load_profile(args.profile), args.profile
         check_space(profile, space)
     else:
-        space, profile, path, _ = load_or_build(args)
+        space, profile, path, _ = load_or_build(args, accept_quick=True)
     predicted = profile.predictor.predict_one(arch)
     ours = profile.accuracy.rows.get("ours (kernels + correction)")
     out = {

@@ -14,7 +14,14 @@ from nas.core.errors import WorkloadError
 from nas.search.accuracy import AccuracyReport
 from nas.search.fingerprint import Workload
 from nas.search.measure import MeasureConfig
-from nas.search.profile import ProfileConfig, check_profile, get_profile, save_profile, total_steps
+from nas.search.profile import (
+    ProfileConfig,
+    check_profile,
+    get_profile,
+    save_profile,
+    total_steps,
+)
+from nas.search.quick_profile import cached_full_or_quick, quick_profile_config
 
 from .common import add_space_argument, load_space
 
@@ -156,14 +163,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=cmd_profile)
 
 
-def load_or_build(args: argparse.Namespace, refresh: bool = False):
-    """(space, profile, path, built) for the flags in `args`, building with a progress bar."""
+def load_or_build(args: argparse.Namespace, refresh: bool = False, accept_quick: bool = False):
+    """(space, profile, path, built) for the flags in `args`, building with a progress bar.
+
+    `accept_quick`: with no full profile cached for the workload, use the quick one a
+    search built rather than spend ~10 minutes building the full one (`nas latency`)."""
     from nas.search.profile import cache_dir, environment, profile_path
 
     space = load_space(args)
     workload = workload_from_args(args, space.max_seq_len)
     config = config_from_args(args)
     path = profile_path(space, environment(workload), config)
+    if accept_quick and not refresh:
+        cached = cached_full_or_quick(space, workload)
+        if cached is not None and cached[1]:
+            print(
+                "nas: using the quick profile `nas search` built for this workload; "
+                "`nas profile` builds the full, more accurate one",
+                file=sys.stderr,
+            )
+            quick = profile_path(space, environment(workload), quick_profile_config())
+            return space, cached[0], quick, False
     if path.is_file() and not refresh:
         profile, path, built = get_profile(space, workload, config=config)
         return space, profile, path, built

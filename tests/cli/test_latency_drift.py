@@ -72,3 +72,43 @@ def test_without_measure_nothing_is_re_timed(files, capsys):
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert "drift" not in out and "measured_ms" not in out
+
+
+def test_without_a_full_profile_the_quick_one_a_search_built_is_used(
+    files, tmp_path, monkeypatch, capsys
+):
+    """`nas latency` reads the quick profile `nas search` left in the cache rather than
+    spend minutes building the full one; a full profile, once there, takes precedence."""
+    from dataclasses import replace
+
+    from nas.search import measured_code
+    from nas.search.fingerprint import environment
+    from nas.search.profile import load_profile, profile_key, profile_path
+    from nas.search.quick_profile import quick_profile_config
+    from nas.search_space import SearchSpace
+
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path))
+    space = SearchSpace.from_file(files / "tiny.json")
+    env = environment(Workload(seq_len=8, threads=1))
+    measured = load_profile(files / "profile.json")
+
+    def cache_as(config: ProfileConfig):
+        """The fixture's profile filed as if built with `config` (its key and path)."""
+        path = profile_path(space, env, config)
+        key = profile_key(space, env, config)
+        digest = measured_code.code_digest()
+        save_profile(replace(measured, key=key, config=config, code_digest=digest), path)
+        return path
+
+    quick = cache_as(quick_profile_config())
+    argv = ["latency", str(files / "arch.json"), "--space", str(files / "tiny.json")]
+    argv += ["--seq-len", "8", "--threads", "1", "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["profile"] == str(quick)
+    assert "using the quick profile `nas search` built" in captured.err
+    full = cache_as(ProfileConfig())
+    assert full != quick
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["profile"] == str(full) and not captured.err
