@@ -89,6 +89,37 @@ def test_linear_model_recovers_an_exact_relation():
     np.testing.assert_allclose(model.coef, coef, rtol=1e-3)
 
 
+def test_nonneg_columns_end_at_zero_or_above_and_match_a_fit_without_them():
+    """A column the data pulls below 0 is pinned at 0 when marked nonneg: the fit then
+    equals an unconstrained fit with that column left out; unmarked columns are free."""
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.uniform(1, 10, 40), rng.uniform(0, 3, 40), np.ones(40)])
+    y = X @ np.array([2.0, -0.5, 4.0])  # b's true coefficient is negative
+    free = LinearModel.fit(X, y, ["a", "b", "const"])
+    assert free.coef[1] == pytest.approx(-0.5, rel=1e-3)
+    pinned = LinearModel.fit(X, y, ["a", "b", "const"], nonneg=np.array([False, True, False]))
+    assert pinned.coef[1] == 0.0
+    without_b = LinearModel.fit(X[:, [0, 2]], y, ["a", "const"], grid=tuple(pinned.alphas))
+    np.testing.assert_allclose(pinned.coef[[0, 2]], without_b.coef, rtol=1e-9)
+    # Columns marked but fitted positive are untouched.
+    same = LinearModel.fit(X, y, ["a", "b", "const"], nonneg=np.array([True, False, True]))
+    np.testing.assert_allclose(same.coef, free.coef, rtol=1e-12)
+
+
+def test_the_correction_keeps_per_layer_overheads_nonnegative(fitted):
+    space, pred = fitted
+    design = pred.design(space.sample_many(5, seed=0))
+    marked = [n for n, m in zip(design.names, design.nonneg, strict=True) if m]
+    assert marked and all(n.startswith("n_") for n in marked)
+    assert marked == [n for n in design.names if n.startswith("n_")]
+    archs = space.sample_many(40, seed=3)
+    # Measurements with a per-layer *saving* for every layer: the fit must not learn it.
+    measured = pred.kernel_sum(archs) * 1.2 - 0.01 * np.array([a.depth for a in archs])
+    pred.fit_correction(archs, measured)
+    coef = dict(zip(pred.correction.names, pred.correction.coef, strict=True))
+    assert all(coef[n] >= 0 for n in marked)
+
+
 def test_prediction_is_fast():
     space = SearchSpace.default()
     pred = _random_predictor(space)
