@@ -11,13 +11,18 @@ floor. Finally it times prediction (archs/s) against measurement (archs/s).
 The machine must be quiet: the load average is printed before and after; rerun if other
 jobs were running.
 
-Usage: python bench/bench_latency_predictor.py [--check 40] [--refresh] [--threads N]
-           [--batch 1] [--seq-len T] [--space FILE]
+It also prints the correction as shipped (coefficients bounded below to what is physically
+plausible) against the same correction refitted without bounds, on the same fresh archs. --quick
+scores the quick profile `nas search` builds instead of the full one.
+
+Usage: python bench/bench_latency_predictor.py [--check 40] [--refresh] [--quick]
+           [--threads N] [--batch 1] [--seq-len T] [--space FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import shlex
 import sys
@@ -26,9 +31,12 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from nas.search.accuracy import error_metrics
 from nas.search.fingerprint import Workload
+from nas.search.predictor import LinearModel
 from nas.search.profile import ProfileConfig, check_profile, get_profile, save_profile, total_steps
-from nas.search_space import SearchSpace
+from nas.search.quick_profile import quick_measure, quick_profile_config
+from nas.search_space import Arch, SearchSpace
 
 
 def load() -> str:
@@ -44,13 +52,18 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="0 = all available cores")
     parser.add_argument("--check", type=int, default=40, help="fresh held-out archs to measure")
     parser.add_argument("--refresh", action="store_true", help="rebuild the profile first")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the quick profile `nas search` builds (and its pause-free checks), not the full one",
+    )
     args = parser.parse_args()
 
     space = SearchSpace.from_file(args.space) if args.space else SearchSpace.default()
     workload = Workload(
         batch=args.batch, seq_len=args.seq_len or space.max_seq_len, threads=args.threads
     )
-    config = ProfileConfig()
+    config = quick_profile_config() if args.quick else ProfileConfig()
     print(f"$ python {shlex.join(sys.argv)}")
     print(f"load average before: {load()}  ({os.cpu_count()} cpus)")
 
@@ -79,7 +92,8 @@ def main() -> int:
 
     start = time.perf_counter()
     with tqdm(total=2 * args.check, desc="check", file=sys.stderr, mininterval=1.0) as bar:
-        report = check_profile(profile, space, args.check, step=lambda _: bar.update(1))
+        measure = quick_measure(profile) if args.quick else None
+        report = check_profile(profile, space, args.check, measure, lambda _: bar.update(1))
     measure_s = time.perf_counter() - start
     save_profile(profile, path)
     print(f"\n[fresh check: {args.check} more held-out archs, never seen by the profile]")
@@ -89,6 +103,8 @@ def main() -> int:
         f"measured latencies: {measured.min():.2f} .. {measured.max():.2f} ms "
         f"(median {np.median(measured):.2f} ms)"
     )
+
+    print(_unbounded_ablation(profile, report))
 
     archs = space.sample_many(10_000, seed=12345)
     best = min(_timed(profile.predict, archs) for _ in range(3))
@@ -103,6 +119,31 @@ def main() -> int:
     )
     print(f"load average after: {load()}")
     return 0
+
+
+def _unbounded_ablation(profile, report) -> str:
+    """The shipped correction (coefficients bounded below, `Design.lower`) against one
+    refitted on the same measurements without bounds, both scored on the fresh check."""
+    fit = profile.train["used_in_fit"]
+    train = [Arch.from_json(a) for a in profile.train["archs"][:fit]]
+    held_out = [Arch.from_json(a) for a in report.archs]
+    design = profile.predictor.design(train)
+    free = copy.copy(profile.predictor)
+    free.correction = LinearModel.fit(
+        design.X,
+        np.asarray(profile.train["measured_ms"][:fit]),
+        design.names,
+        design.prior,
+        design.groups,
+    )
+    shipped = error_metrics(profile.predictor.predict(held_out), report.measured_ms)
+    unconstrained = error_metrics(free.predict(held_out), report.measured_ms)
+    return (
+        f"correction bounded (shipped) / unbounded, same fit data, on the fresh check: MAPE "
+        f"{shipped.mape:.2f}% / {unconstrained.mape:.2f}% (ratio "
+        f"{shipped.mape / unconstrained.mape:.3f}); within ±10% {shipped.within_10:.1%} / "
+        f"{unconstrained.within_10:.1%}"
+    )
 
 
 def _timed(fn, *args) -> float:

@@ -119,6 +119,12 @@ def _mixer_families(mixers: Sequence[MixerKey]) -> list[str]:
     return [name for name in MIXERS if any(m[0] == name for m in mixers)]
 
 
+# Part of every profile's key: a cached profile fitted another way is rebuilt, not reused.
+# 2: coefficients bounded below (`correction_design`).
+FIT_VERSION = 2
+MIN_ENTRY = 0.75  # lowest coefficient of a kernel-table entry's ms (prior 1)
+MIN_SCALE = -0.25  # lowest family-wide scale: with MIN_ENTRY, an op keeps >= 0.5x its time
+
 ENTRY, SHARED = 1, 0  # penalty groups of the correction's columns (see LinearModel.fit)
 
 
@@ -130,7 +136,7 @@ class Design:
     names: list[str]  # (k,) column names
     groups: np.ndarray  # (k,) ENTRY or SHARED
     prior: np.ndarray  # (k,) coefficients of the plain kernel sum (1 on entries, 0 elsewhere)
-    nonneg: np.ndarray  # (k,) bool: coefficients kept >= 0 (per-layer overheads)
+    lower: np.ndarray  # (k,) lower bound of each coefficient (-inf: none)
 
 
 def correction_design(table: KernelTable, codes: ArchCodes, encoder: ArchEncoder) -> Design:
@@ -144,7 +150,8 @@ def correction_design(table: KernelTable, codes: ArchCodes, encoder: ArchEncoder
     SHARED columns, for what is common to many entries: the summed ms of each mixer
     family, of the FFNs and of embedding + exit (a family-wide scale); the count of
     layers of each mixer family and with an FFN (per-layer overheads that only appear
-    inside a model, so fitted >= 0); and a one-hot of the width (per-width fixed costs).
+    inside a model); and a one-hot of the width (per-width fixed costs). `Design.lower`
+    bounds the coefficients to what is physically plausible (see the end).
     """
     n, d = len(codes), codes.d_idx
     n_d, n_m = table.mixer_ms.shape
@@ -187,12 +194,20 @@ def correction_design(table: KernelTable, codes: ArchCodes, encoder: ArchEncoder
     X = np.concatenate([entry_mix, entry_ffn, entry_ends, np.stack(shared, axis=1)], axis=1)
     groups = np.array([ENTRY] * n_entry + [SHARED] * (len(names) - n_entry))
     prior = (groups == ENTRY).astype(np.float64)
-    # A layer's overhead inside a model is a cost, never a saving. Left free, a count
-    # column fitted on a few dozen archs went to -1.1 ms per linear-attention layer and
-    # predicted 0.09 ms for a model that measured 1.09 ms; kept >= 0, the same profile's
-    # held-out MAPE went from 19.9% to 16.8% (see LinearModel.fit).
-    nonneg = np.array([name.startswith("n_") for name in names])
-    return Design(X, names, groups, prior, nonneg)
+    # Physical bounds. A layer's or a width's overhead inside a model is a cost, never a
+    # saving (counts and width one-hots >= 0), and an op inside a model takes at least half
+    # its isolated time (entry >= 0.75 plus family scale >= -0.25), so a prediction is at
+    # least half the kernel sum. Left free, a fit on a quick profile's 24 noisy archs
+    # made linear attention cost -0.03x its isolated time (0.23 ms predicted for two
+    # linear-attention layers whose kernel sum is 1.96 ms); bounded, that profile's MAPE
+    # on 40 fresh archs went from 25.2% to 15.4% (bench/bench_latency_predictor.py).
+    shared_names = names[n_entry:]
+    lower = np.full(len(names), -np.inf)
+    lower[:n_entry] = MIN_ENTRY
+    lower[n_entry:][[n.endswith("_ms") for n in shared_names]] = MIN_SCALE
+    costs = [n.startswith("n_") or (n[0] == "d" and n[1:].isdigit()) for n in shared_names]
+    lower[n_entry:][costs] = 0.0
+    return Design(X, names, groups, prior, lower)
 
 
 @dataclass
@@ -230,7 +245,7 @@ class LinearModel:
         prior: np.ndarray | None = None,
         groups: np.ndarray | None = None,
         grid: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 1e2, 1e6),
-        nonneg: np.ndarray | None = None,
+        lower: np.ndarray | None = None,
     ) -> LinearModel:
         """Fit minimising sum(((X b - y) / y)^2) + sum_g alpha_g |scaled(b_g - prior_g)|^2.
 
@@ -240,9 +255,9 @@ class LinearModel:
         their penalty is on the relative change of each entry. One alpha per group is
         picked from `grid` by ten-fold cross-validation of the relative residuals.
 
-        Columns marked in `nonneg` end with a coefficient >= 0: after the alphas are
-        chosen, a column fitted below 0 is pinned at its prior and the rest refitted,
-        until none is (an active-set loop; at most one round per such column).
+        Each coefficient ends at or above its `lower` bound (default: none): after the
+        alphas are chosen, a column fitted below its bound is pinned there and the rest
+        refitted, until none is (an active-set loop; at most one round per column).
         """
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
@@ -283,12 +298,14 @@ class LinearModel:
                 best = (score, [float(a) for a in alphas])
         _, alphas = best
         penalty = penalty_of(alphas)
-        nonneg = np.zeros(k, bool) if nonneg is None else np.asarray(nonneg, bool)
+        lower = np.full(k, -np.inf) if lower is None else np.asarray(lower, dtype=np.float64)
         free = np.ones(k, bool)
         while True:
             beta = np.zeros(k)
-            beta[free] = _ridge(Z[:, free], rw, penalty[free])
-            below = nonneg & free & (prior + beta / scale < 0)
+            beta[~free] = (lower[~free] - prior[~free]) * scale[~free]  # pinned at the bound
+            left = rw - Z[:, ~free] @ beta[~free]
+            beta[free] = _ridge(Z[:, free], left, penalty[free])
+            below = free & (prior + beta / scale < lower)
             if not below.any():
                 return cls(prior + beta / scale, list(names), alphas)
             free &= ~below
@@ -351,7 +368,7 @@ class LatencyPredictor:
             design.names,
             design.prior,
             design.groups,
-            nonneg=design.nonneg,
+            lower=design.lower,
         )
         return self.correction
 

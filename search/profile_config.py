@@ -21,6 +21,7 @@ from nas.search_space import SearchSpace
 from . import measured_code
 from .fingerprint import Workload, device_fingerprint
 from .measure import MeasureConfig
+from .predictor import FIT_VERSION
 
 Step = Callable[[str], None]  # called once per measurement with what is being measured
 
@@ -80,14 +81,16 @@ def cache_dir() -> Path:
 
 
 def profile_key(space: SearchSpace, env: dict[str, Any], config: ProfileConfig) -> str:
-    """16 hex digits naming the (device fingerprint, space, build config, measured code) a
-    profile is for; the code is this process's (`measured_code.code_digest`)."""
+    """16 hex digits naming the (device fingerprint, space, build config, measured code,
+    correction fit) a profile is for; the code is this process's
+    (`measured_code.code_digest`), the fit `predictor.FIT_VERSION`."""
     text = json.dumps(
         {
             "device": device_fingerprint(env),
             "space": space.fingerprint,
             "config": config.to_dict(),
             "code": measured_code.code_digest(),
+            "fit": FIT_VERSION,
         },
         sort_keys=True,
     )

@@ -12,6 +12,8 @@ from conftest import make_tiny_space
 from nas.core.errors import ArchError
 from nas.search.baselines import hat_features
 from nas.search.predictor import (
+    MIN_ENTRY,
+    MIN_SCALE,
     ArchEncoder,
     KernelTable,
     LatencyPredictor,
@@ -89,35 +91,46 @@ def test_linear_model_recovers_an_exact_relation():
     np.testing.assert_allclose(model.coef, coef, rtol=1e-3)
 
 
-def test_nonneg_columns_end_at_zero_or_above_and_match_a_fit_without_them():
-    """A column the data pulls below 0 is pinned at 0 when marked nonneg: the fit then
-    equals an unconstrained fit with that column left out; unmarked columns are free."""
+def test_a_column_below_its_bound_is_pinned_there_and_the_rest_refitted():
+    """A column the data pulls below its lower bound ends exactly at the bound, and the
+    other columns equal an unbounded fit of what the pinned column leaves; columns fitted
+    above their bounds are untouched."""
     rng = np.random.default_rng(0)
     X = np.column_stack([rng.uniform(1, 10, 40), rng.uniform(0, 3, 40), np.ones(40)])
-    y = X @ np.array([2.0, -0.5, 4.0])  # b's true coefficient is negative
+    y = X @ np.array([2.0, -0.5, 4.0])  # b's true coefficient is below the bound, -0.2
     free = LinearModel.fit(X, y, ["a", "b", "const"])
     assert free.coef[1] == pytest.approx(-0.5, rel=1e-3)
-    pinned = LinearModel.fit(X, y, ["a", "b", "const"], nonneg=np.array([False, True, False]))
-    assert pinned.coef[1] == 0.0
-    without_b = LinearModel.fit(X[:, [0, 2]], y, ["a", "const"], grid=tuple(pinned.alphas))
-    np.testing.assert_allclose(pinned.coef[[0, 2]], without_b.coef, rtol=1e-9)
-    # Columns marked but fitted positive are untouched.
-    same = LinearModel.fit(X, y, ["a", "b", "const"], nonneg=np.array([True, False, True]))
+    lower = np.array([-np.inf, -0.2, -np.inf])
+    pinned = LinearModel.fit(X, y, ["a", "b", "const"], lower=lower)
+    assert pinned.coef[1] == pytest.approx(-0.2, abs=1e-12)
+    rest = LinearModel.fit(X[:, [0, 2]], y - X[:, 1] * -0.2, ["a", "const"])
+    # Same alphas would be needed for equality; an exact relation makes both exact fits.
+    residual = X @ pinned.coef - y
+    assert np.abs(residual).max() > 0  # the bound costs fit: the data wanted -0.5
+    np.testing.assert_allclose(pinned.coef[[0, 2]], rest.coef, rtol=0.05)
+    same = LinearModel.fit(X, y, ["a", "b", "const"], lower=np.array([0.0, -1.0, 0.0]))
     np.testing.assert_allclose(same.coef, free.coef, rtol=1e-12)
 
 
-def test_the_correction_keeps_per_layer_overheads_nonnegative(fitted):
+def test_the_correction_is_bounded_to_what_is_physical(fitted):
+    """Per-layer and per-width overheads >= 0; each entry >= MIN_ENTRY, each family scale
+    >= MIN_SCALE, so a prediction is at least half the kernel sum, even when the
+    measurements say every layer is a saving and every op nearly free."""
     space, pred = fitted
     design = pred.design(space.sample_many(5, seed=0))
-    marked = [n for n, m in zip(design.names, design.nonneg, strict=True) if m]
-    assert marked and all(n.startswith("n_") for n in marked)
-    assert marked == [n for n in design.names if n.startswith("n_")]
+    bound = dict(zip(design.names, design.lower, strict=True))
+    assert all(bound[n] == 0.0 for n in design.names if n.startswith("n_"))
+    assert all(bound[n] == MIN_ENTRY for n in design.names if n.startswith("ms["))
+    assert all(bound[n] == MIN_SCALE for n in design.names if n.endswith("_ms"))
+    assert all(bound[n] == 0.0 for n in design.names if n[0] == "d" and n[1:].isdigit())
+    assert all(np.isfinite(list(bound.values())))
     archs = space.sample_many(40, seed=3)
-    # Measurements with a per-layer *saving* for every layer: the fit must not learn it.
-    measured = pred.kernel_sum(archs) * 1.2 - 0.01 * np.array([a.depth for a in archs])
-    pred.fit_correction(archs, measured)
+    depth = np.array([a.depth for a in archs])
+    measured = pred.kernel_sum(archs) * 0.2 + 0.3 - 0.01 * depth
+    pred.fit_correction(archs, np.maximum(measured, 0.01))
     coef = dict(zip(pred.correction.names, pred.correction.coef, strict=True))
-    assert all(coef[n] >= 0 for n in marked)
+    assert all(coef[n] >= bound[n] - 1e-12 for n in coef)
+    assert min(pred.predict(archs) / pred.kernel_sum(archs)) >= 0.5 - 1e-9
 
 
 def test_prediction_is_fast():
