@@ -316,7 +316,6 @@ def test_a_profile_of_other_code_is_rebuilt_not_reused(built, space, tmp_path, m
     assert was_built and len(rebuilt) == 1 and new_path != root / path.name
 
 
-
 def test_a_new_correction_fit_gives_a_new_key(space, monkeypatch):
     """The correction is fitted at build time and stored: a profile fitted the old way
     must not be reused once the fit changes (predictor.FIT_VERSION)."""
@@ -326,6 +325,7 @@ def test_a_new_correction_fit_gives_a_new_key(space, monkeypatch):
     before = profile_path(space, env, TINY_CONFIG)
     monkeypatch.setattr(profile_config, "FIT_VERSION", profile_config.FIT_VERSION + 1)
     assert profile_path(space, env, TINY_CONFIG) != before
+
 
 def test_a_profile_given_explicitly_for_other_code_is_refused(built, monkeypatch):
     profile, *_ = built
