@@ -114,23 +114,26 @@ def test_right_after_the_build_the_ratio_is_near_one_and_not_applied(profile, sp
     assert data["applied"] is False and data["n"] == 3 and data["seconds"] > 0
 
 
-def test_a_host_twice_as_slow_is_measured_and_applied(profile, space):
-    # The profile's recorded times set to half of what this host gives just now (same
-    # protocol, same seeded weights): to the profile the host now looks 2x slower. Taking
-    # "then" seconds before "now" keeps the load of a shared host out of the comparison.
+def test_a_host_four_times_as_slow_is_measured_and_applied(profile, space):
+    # The profile's recorded times set to a quarter of what this host gives just now (same
+    # protocol, same seeded weights): to the profile the host now looks 4x slower. Taking
+    # "then" seconds before "now" keeps the load of a shared host out of the comparison,
+    # and the faster of two passes keeps a slow spell out of "then" (one made a 2x slowdown
+    # read 1.16x in CI).
     slow = _with_noise(profile, 10.0)
     archs = [Arch.from_json(a) for a in profile.train["archs"]]
     measurer = Measurer(profile.workload, QUICK, seed=profile.config.seed)
-    fresh = measure_archs(space, archs, measurer, seed=profile.config.seed)
-    slow.train["measured_ms"] = [m.median_ms / 2 for m in fresh]
-    slow.train["contended"] = [False] * len(fresh)
+    passes = [measure_archs(space, archs, measurer, seed=profile.config.seed) for _ in range(2)]
+    fastest = [min(a.median_ms, b.median_ms) for a, b in zip(*passes, strict=True)]
+    slow.train["measured_ms"] = [ms / 4 for ms in fastest]
+    slow.train["contended"] = [False] * len(fastest)
     drift = measure_drift(slow, space, n=3)
     # Independent of the implementation's arithmetic: the median of now / then by hand.
     ratios = np.array(drift.now_ms) / np.array(drift.then_ms)
     assert drift.ratio == pytest.approx(float(np.median(ratios)))
-    # ~2: the tiny models' reruns on a shared 2-core host vary by up to ~1.4x (more when
+    # ~4: the tiny models' reruns on a shared 2-core host vary by up to ~1.4x (more when
     # busy, and contention only ever adds time), hence the wide band.
-    assert 1.25 < drift.ratio < 4.0
+    assert 2.0 < drift.ratio < 12.0
     assert drift.applied and drift.scale == pytest.approx(drift.ratio)
     assert drift.scaled(3.0) == pytest.approx(3.0 * drift.ratio)
     line = drift.line()
