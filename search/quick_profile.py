@@ -13,12 +13,13 @@ seems."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from nas.search_space import SearchSpace
 
-from .fingerprint import Workload
+from .fingerprint import Workload, environment
 from .measure import MeasureConfig
-from .profile import Profile, ProfileConfig, cached_profile
+from .profile import Profile, ProfileConfig, cached_profile, profile_path
 
 QUICK_TRAIN = 24  # sampled subnets measured whole to fit the correction
 QUICK_HOLDOUT = 8  # held-out subnets for the accuracy report
@@ -56,11 +57,15 @@ def quick_measure(profile: Profile) -> MeasureConfig:
     return replace(profile.config.measure, max_waits=0)
 
 
-def cached_full_or_quick(space: SearchSpace, workload: Workload) -> tuple[Profile, bool] | None:
-    """(profile, quick) cached for this space, workload and code: the full one if `nas
-    profile` built it, else the quick one a search built; None when neither is."""
-    for config, quick in ((ProfileConfig(), False), (quick_profile_config(), True)):
+def cached_full_or_quick(
+    space: SearchSpace, workload: Workload, full: ProfileConfig | None = None
+) -> tuple[Profile, Path, bool] | None:
+    """(profile, path, quick) cached for this space, workload and code: the full one (built
+    with `full`, default the full protocol) if `nas profile` built it, else the quick one
+    a search built; None when neither is."""
+    env = environment(workload)
+    for config, quick in ((full or ProfileConfig(), False), (quick_profile_config(), True)):
         profile = cached_profile(space, workload, config)
         if profile is not None:
-            return profile, quick
+            return profile, profile_path(space, env, config), quick
     return None

@@ -14,14 +14,8 @@ from nas.core.errors import WorkloadError
 from nas.search.accuracy import AccuracyReport
 from nas.search.fingerprint import Workload
 from nas.search.measure import MeasureConfig
-from nas.search.profile import (
-    ProfileConfig,
-    check_profile,
-    get_profile,
-    save_profile,
-    total_steps,
-)
-from nas.search.quick_profile import cached_full_or_quick, quick_profile_config
+from nas.search.profile import ProfileConfig, check_profile, get_profile, save_profile, total_steps
+from nas.search.quick_profile import cached_full_or_quick
 
 from .common import add_space_argument, load_space
 
@@ -173,17 +167,18 @@ def load_or_build(args: argparse.Namespace, refresh: bool = False, accept_quick:
     space = load_space(args)
     workload = workload_from_args(args, space.max_seq_len)
     config = config_from_args(args)
-    path = profile_path(space, environment(workload), config)
     if accept_quick and not refresh:
-        cached = cached_full_or_quick(space, workload)
-        if cached is not None and cached[1]:
-            print(
-                "nas: using the quick profile `nas search` built for this workload; "
-                "`nas profile` builds the full, more accurate one",
-                file=sys.stderr,
-            )
-            quick = profile_path(space, environment(workload), quick_profile_config())
-            return space, cached[0], quick, False
+        found = cached_full_or_quick(space, workload, config)
+        if found is not None:
+            profile, path, quick = found
+            if quick:
+                print(
+                    "nas: using the quick profile `nas search` built for this workload; "
+                    "`nas profile` builds the full, more accurate one",
+                    file=sys.stderr,
+                )
+            return space, profile, path, False
+    path = profile_path(space, environment(workload), config)
     if path.is_file() and not refresh:
         profile, path, built = get_profile(space, workload, config=config)
         return space, profile, path, built
