@@ -199,8 +199,8 @@ def correction_design(table: KernelTable, codes: ArchCodes, encoder: ArchEncoder
     # its isolated time (entry >= 0.75 plus family scale >= -0.25), so a prediction is at
     # least half the kernel sum. Left free, a fit on a quick profile's 24 noisy archs
     # made linear attention cost -0.03x its isolated time (0.23 ms predicted for two
-    # linear-attention layers whose kernel sum is 1.96 ms); bounded, that profile's MAPE
-    # on 40 fresh archs went from 25.2% to 15.4% (bench/bench_latency_predictor.py).
+    # linear-attention layers whose kernel sum is 1.96 ms). bench_latency_predictor.py
+    # prints the bounded fit beside the unbounded one on the same measurements.
     shared_names = names[n_entry:]
     lower = np.full(len(names), -np.inf)
     lower[:n_entry] = MIN_ENTRY
